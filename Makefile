@@ -1,0 +1,46 @@
+# Two commands do all set-up on a fresh machine with Python 3.11:
+#   make book   executes every chapter and builds the HTML book in _build/html
+#   make test   runs the package's tests and executes every chapter under nbval
+# Both first create .venv from uv.lock (installing uv with pip if it is missing).
+
+PYTHON ?= python3.11
+UV = $(PYTHON) -m uv
+VENV = .venv
+BIN = $(VENV)/bin
+PROFILE ?= smoke
+# PROFILE: smoke | quick | full (see book/setup.md)
+TEST_WORKERS ?= 2
+
+.PHONY: book test lock benchmark clean
+
+$(BIN)/.synced: pyproject.toml uv.lock
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	$(UV) sync --locked --all-extras --python $(PYTHON)
+	@touch $@
+
+test: $(BIN)/.synced
+	CIFAR_COURSE_PROFILE=smoke $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile \
+	  --nbval-lax --nbval-cell-timeout=900 tests chapters
+
+book: $(BIN)/.synced
+	CIFAR_COURSE_PROFILE=$(PROFILE) $(BIN)/jupyter-book build . -W --keep-going
+
+# Regenerate the lock (after editing pyproject.toml) and the conda/Binder environment that mirrors it.
+lock:
+	$(UV) lock
+	$(MAKE) environment.yml
+
+environment.yml: uv.lock
+	@{ echo "# Generated from uv.lock by 'make lock': do not edit by hand."; \
+	   echo "# pip cannot apply uv's overrides, so tensorflow-federated (whose pins they replace) and the"; \
+	   echo "# course package are installed without dependency resolution by postBuild."; \
+	   echo "name: cifar-course"; echo "channels: [conda-forge]"; echo "dependencies:"; \
+	   echo "  - python=3.11"; echo "  - pip"; echo "  - pip:"; \
+	   $(UV) export --frozen --no-hashes --all-extras --no-emit-project --no-header --no-annotate \
+	     | grep -v '^tensorflow-federated==' | sed 's/^/      - /'; } > $@
+
+benchmark: $(BIN)/.synced
+	$(BIN)/python benchmarks/pipeline_throughput.py
+
+clean:
+	rm -rf _build results

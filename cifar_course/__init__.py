@@ -1,0 +1,32 @@
+"""cifar_course: the package behind the cifar-course book.
+
+    import cifar_course as cc
+    p = cc.profile()                                   # smoke | quick | full
+    (x_train, y_train), (x_test, y_test) = data = cc.load_cifar10()
+    train_ds = cc.make_dataset(x_train, y_train, training=True, augment="padcrop")
+
+Each module is one concern of the course: config, data, synthetic, pipeline, models, results, exercises.
+"""
+
+import os as _os
+
+# Keep TensorFlow's C++ start-up chatter out of notebooks (it would end up in the book).
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+__version__ = "0.1.0"
+
+from . import exercises  # noqa: E402
+from .config import PROFILES, Profile, data_dir, profile, seed_everything  # noqa: E402
+from .data import (  # noqa: E402
+    CLASS_NAMES, DataError, Splits, check_arrays, describe, download_cifar10, load_batches,
+    load_cifar10, load_image_folder, load_image_tree, subset,
+)
+from .pipeline import (  # noqa: E402
+    AUGMENTATIONS, channel_stats, make_dataset, normalize, pad_crop_flip, random_affine,
+)
+from .results import load_results, record, reference, results_table  # noqa: E402
+from .synthetic import SHAPE_NAMES, draw_synthetic, make_synthetic  # noqa: E402
+from .models import (  # noqa: E402
+    MODELS, build_baseline_cnn, build_resnet, build_small_cnn, preact_residual_block, residual_block,
+    se_block,
+)

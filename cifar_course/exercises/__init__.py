@@ -1,0 +1,13 @@
+"""Checks that learners call on their exercise answers: a tick when right, a hint (never the answer)
+when not. Each returns True or False, so the chapter's hidden solution cell can assert it.
+
+One module per topic; every check is re-exported here: `cc.exercises.check_channel_means(answer)`.
+"""
+
+from __future__ import annotations
+
+
+def report(ok: bool, success: str, hint: str) -> bool:
+    """Print the verdict a learner sees and return it."""
+    print(f"Correct: {success}" if ok else f"Not yet. Hint: {hint}")
+    return bool(ok)
