@@ -11,7 +11,7 @@ PROFILE ?= smoke
 # PROFILE: smoke | quick | full (see book/setup.md)
 TEST_WORKERS ?= 2
 
-.PHONY: book test lock benchmark clean
+.PHONY: book test lock benchmark chapter clean
 
 $(BIN)/.synced: pyproject.toml uv.lock
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -38,6 +38,14 @@ environment.yml: uv.lock
 	   echo "  - python=3.11"; echo "  - pip"; echo "  - pip:"; \
 	   $(UV) export --frozen --no-hashes --all-extras --no-emit-project --no-header --no-annotate \
 	     | grep -v '^tensorflow-federated==' | sed 's/^/      - /'; } > $@
+
+# Execute one chapter on its own, e.g. make chapter CHAPTER=chapters/01_data.md PROFILE=quick
+# (its results record lands in results/<profile>/; the executed notebook in _build/executed/).
+chapter: $(BIN)/.synced
+	@mkdir -p _build/executed
+	$(BIN)/jupytext --to ipynb --output _build/executed/$(notdir $(basename $(CHAPTER))).ipynb $(CHAPTER)
+	CIFAR_COURSE_PROFILE=$(PROFILE) $(BIN)/jupyter-execute --inplace --timeout=-1 \
+	  _build/executed/$(notdir $(basename $(CHAPTER))).ipynb
 
 benchmark: $(BIN)/.synced
 	$(BIN)/python benchmarks/pipeline_throughput.py

@@ -24,7 +24,9 @@ from .data import (  # noqa: E402
 from .pipeline import (  # noqa: E402
     AUGMENTATIONS, channel_stats, make_dataset, normalize, pad_crop_flip, random_affine,
 )
-from .results import load_results, record, reference, results_table  # noqa: E402
+from .results import (  # noqa: E402
+    compare_with_reference, load_results, record, reference, results_table,
+)
 from .synthetic import SHAPE_NAMES, draw_synthetic, make_synthetic  # noqa: E402
 from .models import (  # noqa: E402
     MODELS, build_baseline_cnn, build_resnet, build_small_cnn, preact_residual_block, residual_block,

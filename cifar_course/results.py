@@ -118,3 +118,21 @@ def results_table(records=None):
                 "date": rec["date"][:10],
             })
     return rows
+
+
+def compare_with_reference(chapter: str, metrics: dict, profile=None, data_source: str = "") -> list[dict]:
+    """Rows of metric | this run | the committed quick-profile reference on real CIFAR-10.
+
+    Chapters display these rows so a reader running the smoke profile (synthetic data) still sees the
+    real-data figures, labelled with where and when they were measured.
+    """
+    prof = profile or config.profile()
+    ref = reference(chapter)
+    this = f"this run ({prof.name}, {'SYNTHETIC' if data_source.startswith('synthetic') else 'CIFAR-10'})"
+    where = (f"reference (quick, real CIFAR-10, {ref['hardware']['cores']}-core "
+             f"{ref['hardware']['cpu']}, {ref['date'][:10]})") if ref else "reference (none recorded yet)"
+    rows = []
+    for name, value in metrics.items():
+        rows.append({"metric": name, this: _plain(value),
+                     where: ref["metrics"].get(name, "-") if ref else "-"})
+    return rows
