@@ -32,3 +32,7 @@ from .models import (  # noqa: E402
     MODELS, build_baseline_cnn, build_resnet, build_small_cnn, preact_residual_block, residual_block,
     se_block,
 )
+from .train import (  # noqa: E402
+    OPTIMIZERS, SCHEDULES, Progress, Schedule, current_learning_rate, distribution_strategy, make_callbacks,
+    make_loss, make_optimizer, make_schedule, plot_schedule, schedule_values, train, use_mixed_precision,
+)

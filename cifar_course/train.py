@@ -1,0 +1,352 @@
+"""Training: a thin layer over `model.fit`, not a framework.
+
+`train(model, train_ds, epochs, val_ds)` compiles the model (optimizer, learning-rate schedule, loss with
+optional label smoothing, gradient clipping), adds the callbacks a course run needs (a one-line-per-epoch
+progress display that stays clean in notebooks, TerminateOnNaN, optional checkpoint/resume, TensorBoard and
+early stopping) and returns Keras' own `History`. Everything else is plain Keras: pass your own callbacks,
+loss or metrics and they are used as they are.
+
+Schedules are `keras.optimizers.schedules.LearningRateSchedule` objects evaluated per optimizer step, so
+they can be plotted before training (`plot_schedule`) and go straight into any Keras optimizer.
+GPU switches: `use_mixed_precision()`, `train(..., jit_compile=True)` (XLA), and
+`distribution_strategy(...)` for several GPUs or machines (build the model under `strategy.scope()`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from tensorflow import keras
+
+SCHEDULES = ("constant", "seed_step", "step", "cosine", "onecycle")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
+# ------------------------------------------------------------------------------------------------
+# Learning-rate schedules (per optimizer step)
+
+
+class Schedule(keras.optimizers.schedules.LearningRateSchedule):
+    """One schedule class for the course's shapes; build it with `make_schedule`.
+
+    The learning rate at `step` (0-based optimizer steps):
+      constant   base_lr
+      seed_step  the seed course's rule per epoch index e (Keras counts from 0): base_lr, then x0.8 for
+                 e > 10, x0.5 for e > 20 (needs steps_per_epoch)
+      step       base_lr * factor ** (number of milestones passed)
+      cosine     cosine decay from base_lr to base_lr * final_fraction
+      onecycle   triangular: linear from base_lr * initial_fraction up to base_lr at peak_fraction of the
+                 run, then linear down to base_lr * final_fraction (airbench's shape)
+    A linear warm-up from 0 over `warmup_steps` comes first for every shape except onecycle (which has
+    its own ramp); the shape then runs over the remaining steps.
+    """
+
+    def __init__(self, name, base_lr, total_steps, warmup_steps=0, steps_per_epoch=None,
+                 milestones=(0.5, 0.75), factor=0.1, final_fraction=0.0, initial_fraction=0.1,
+                 peak_fraction=0.25):
+        super().__init__()
+        self.name = name
+        self.base_lr = float(base_lr)
+        self.total_steps = int(total_steps)
+        self.warmup_steps = int(warmup_steps)
+        self.steps_per_epoch = steps_per_epoch and int(steps_per_epoch)
+        self.milestones = tuple(milestones)
+        self.factor = float(factor)
+        self.final_fraction = float(final_fraction)
+        self.initial_fraction = float(initial_fraction)
+        self.peak_fraction = float(peak_fraction)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        base = tf.constant(self.base_lr, tf.float32)
+        if self.name == "onecycle":
+            peak = max(1.0, round(self.peak_fraction * self.total_steps))
+            up = self.initial_fraction + (1.0 - self.initial_fraction) * step / peak
+            down_len = max(1.0, self.total_steps - peak)
+            down = 1.0 - (1.0 - self.final_fraction) * tf.minimum((step - peak) / down_len, 1.0)
+            return base * tf.where(step < peak, up, down)
+        warm = float(self.warmup_steps)
+        t = tf.maximum(step - warm, 0.0)  # steps since the end of warm-up
+        span = float(max(self.total_steps - self.warmup_steps, 1))
+        if self.name == "constant":
+            lr = base
+        elif self.name == "seed_step":
+            epoch = tf.floor(step / float(self.steps_per_epoch))
+            lr = base * tf.where(epoch > 20, 0.5, tf.where(epoch > 10, 0.8, 1.0))
+        elif self.name == "step":
+            marks = [m * span if m < 1 else float(m) for m in self.milestones]
+            passed = tf.add_n([tf.cast(t >= m, tf.float32) for m in marks]) if marks else 0.0
+            lr = base * tf.pow(self.factor, passed)
+        elif self.name == "cosine":
+            progress = tf.minimum(t / span, 1.0)
+            lr = base * (self.final_fraction
+                         + (1.0 - self.final_fraction) * 0.5 * (1.0 + tf.cos(math.pi * progress)))
+        else:
+            raise ValueError(f"Unknown schedule {self.name!r}; choose one of {SCHEDULES}.")
+        if self.warmup_steps:
+            lr = tf.where(step < warm, base * (step + 1.0) / warm, lr)
+        return lr
+
+    def get_config(self):
+        return {k: getattr(self, k) for k in (
+            "name", "base_lr", "total_steps", "warmup_steps", "steps_per_epoch", "milestones", "factor",
+            "final_fraction", "initial_fraction", "peak_fraction")}
+
+
+def make_schedule(name: str, base_lr: float, total_steps: int, warmup_steps: int = 0,
+                  steps_per_epoch: int | None = None, **options) -> Schedule:
+    """A learning-rate schedule by name: constant, seed_step, step, cosine or onecycle (see `Schedule`).
+
+    options: milestones (fractions of the post-warm-up run, or step numbers >= 1) and factor for "step";
+    final_fraction for cosine/onecycle; initial_fraction and peak_fraction for onecycle.
+    """
+    if name not in SCHEDULES:
+        raise ValueError(f"Unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}.")
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be at least 1, got {total_steps}.")
+    if not 0 <= warmup_steps < total_steps:
+        raise ValueError(f"warmup_steps must lie in [0, total_steps={total_steps}), got {warmup_steps}.")
+    if name == "seed_step" and not steps_per_epoch:
+        raise ValueError("The seed_step schedule changes per epoch: pass steps_per_epoch.")
+    return Schedule(name, base_lr, total_steps, warmup_steps, steps_per_epoch, **options)
+
+
+def schedule_values(schedule, total_steps: int) -> np.ndarray:
+    """The learning rate at every step 0..total_steps-1 (a constant float is repeated)."""
+    if not callable(schedule):
+        return np.full(total_steps, float(schedule), np.float32)
+    return np.asarray(schedule(tf.range(total_steps)), np.float32)
+
+
+def plot_schedule(schedules, total_steps: int, steps_per_epoch: int | None = None, ax=None):
+    """Plot one schedule or a {label: schedule} dict against steps (or epochs when steps_per_epoch)."""
+    import matplotlib.pyplot as plt
+
+    if not isinstance(schedules, dict):
+        schedules = {getattr(schedules, "name", "schedule"): schedules}
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.5))
+    x = np.arange(total_steps) / (steps_per_epoch or 1)
+    for label, sched in schedules.items():
+        ax.plot(x, schedule_values(sched, total_steps), label=label)
+    ax.set_xlabel("epoch" if steps_per_epoch else "step")
+    ax.set_ylabel("learning rate")
+    ax.legend()
+    return ax
+
+
+# ------------------------------------------------------------------------------------------------
+# Optimizers
+
+
+def make_optimizer(name: str = "adam", learning_rate=1e-3, weight_decay: float = 0.0,
+                   momentum: float = 0.9, nesterov: bool = True, clipnorm: float | None = None):
+    """Adam, AdamW or SGD (with momentum, Nesterov by default).
+
+    learning_rate: a float or a schedule. weight_decay is Keras' decoupled weight decay (the weights shrink
+    by lr * weight_decay each step, separate from the gradient), for every optimizer; "adamw" is Adam with
+    it on (default 1e-4 if you give none). clipnorm clips the gradients by their global norm.
+    """
+    name = name.lower()
+    common = {"learning_rate": learning_rate, "global_clipnorm": clipnorm}
+    if name == "adam":
+        return keras.optimizers.Adam(weight_decay=weight_decay or None, **common)
+    if name == "adamw":
+        return keras.optimizers.AdamW(weight_decay=weight_decay or 1e-4, **common)
+    if name == "sgd":
+        return keras.optimizers.SGD(momentum=momentum, nesterov=nesterov and momentum > 0,
+                                    weight_decay=weight_decay or None, **common)
+    raise ValueError(f"Unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)} "
+                     "or pass a keras optimizer object.")
+
+
+def current_learning_rate(optimizer) -> float:
+    """The learning rate the optimizer uses at its current step (schedules included)."""
+    lr = optimizer.learning_rate
+    if callable(lr) and not isinstance(lr, tf.Variable):
+        lr = lr(optimizer.iterations)
+    return float(keras.backend.get_value(lr))
+
+
+# ------------------------------------------------------------------------------------------------
+# Callbacks
+
+
+class Progress(keras.callbacks.Callback):
+    """One short line every `every` epochs (and the last), nothing else: clean in notebooks and logs.
+
+    Also adds `epoch_time_s` and `lr` to the epoch logs, so `history.history` has time and learning
+    rate per epoch.
+    """
+
+    def __init__(self, every: int = 1, print_fn=print):
+        super().__init__()
+        self.every = max(1, int(every))
+        self.print_fn = print_fn
+
+    def on_train_begin(self, logs=None):
+        self.epochs = self.params.get("epochs")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        logs["epoch_time_s"] = time.perf_counter() - self._start
+        logs["lr"] = current_learning_rate(self.model.optimizer)
+        if (epoch + 1) % self.every and epoch + 1 != self.epochs:
+            return
+        shown = " ".join(f"{k} {v:.4f}" for k, v in logs.items() if k not in ("epoch_time_s", "lr"))
+        self.print_fn(f"epoch {epoch + 1}/{self.epochs}  {shown}  lr {logs['lr']:.2e}  "
+                      f"{logs['epoch_time_s']:.1f}s")
+
+
+def make_callbacks(checkpoint_dir=None, tensorboard_dir=None, early_stopping_patience=None,
+                   monitor: str = "val_loss", progress_every: int | None = 1) -> list:
+    """The standard callbacks of a course run, in the order they should run."""
+    callbacks = [keras.callbacks.TerminateOnNaN()]
+    if progress_every:
+        callbacks.append(Progress(progress_every))
+    if checkpoint_dir is not None:
+        # Saves model + optimizer + epoch at each epoch end; a rerun of the same call restores them and
+        # continues with the next epoch. The backup is deleted once training finishes.
+        callbacks.append(keras.callbacks.BackupAndRestore(os.fspath(Path(checkpoint_dir) / "backup")))
+    if tensorboard_dir is not None:
+        callbacks.append(keras.callbacks.TensorBoard(os.fspath(tensorboard_dir), write_graph=False,
+                                                     profile_batch=0))
+    if early_stopping_patience is not None:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=early_stopping_patience,
+                                                       restore_best_weights=True))
+    return callbacks
+
+
+# ------------------------------------------------------------------------------------------------
+# GPU and multi-device switches
+
+
+def use_mixed_precision(enabled: bool = True) -> str:
+    """Compute in float16 and keep weights in float32 (2-3x faster on recent GPUs, slower on CPUs).
+
+    Call before building the model. The course's builders keep their output layer in float32.
+    """
+    policy = "mixed_float16" if enabled else "float32"
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
+
+
+def distribution_strategy(kind: str = "auto"):
+    """A tf.distribute strategy: build and compile the model under `strategy.scope()`.
+
+    kind: "default" (one device), "mirrored" (all GPUs of this machine), "multiworker" (several machines;
+    each process reads its role from the TF_CONFIG environment variable), or "auto" (multiworker when
+    TF_CONFIG is set, mirrored when there are several GPUs, else default).
+    """
+    if kind == "auto":
+        if os.environ.get("TF_CONFIG"):
+            kind = "multiworker"
+        elif len(tf.config.list_physical_devices("GPU")) > 1:
+            kind = "mirrored"
+        else:
+            kind = "default"
+    if kind == "default":
+        return tf.distribute.get_strategy()
+    if kind == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if kind == "multiworker":
+        if not os.environ.get("TF_CONFIG"):
+            raise ValueError("multiworker needs TF_CONFIG (cluster addresses and this worker's index) set "
+                             "in the environment before TensorFlow starts.")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"Unknown strategy {kind!r}; choose auto, default, mirrored or multiworker.")
+
+
+# ------------------------------------------------------------------------------------------------
+# Training
+
+
+def _outputs_probabilities(model) -> bool:
+    """True when the model ends in a softmax (the course's default), False for logits."""
+    activation = getattr(model.layers[-1], "activation", None)
+    return activation is keras.activations.softmax or getattr(activation, "__name__", "") == "softmax"
+
+
+def _label_rank(ds) -> int:
+    spec = ds.element_spec
+    if not isinstance(spec, tuple) or len(spec) < 2:
+        raise ValueError("train() needs a dataset of (images, labels) batches, e.g. from cc.make_dataset.")
+    return spec[1].shape.rank
+
+
+def make_loss(sparse: bool, from_logits: bool = False, label_smoothing: float = 0.0):
+    """Cross-entropy for integer (sparse) or one-hot labels. Label smoothing needs one-hot labels in
+    TF 2.14 (`train` converts sparse labels for you when label_smoothing > 0)."""
+    if sparse:
+        if label_smoothing:
+            raise ValueError("SparseCategoricalCrossentropy has no label smoothing in TF 2.14: use one-hot "
+                             "labels (make_dataset(..., one_hot=True)) or let train() convert them.")
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+    return keras.losses.CategoricalCrossentropy(from_logits=from_logits, label_smoothing=label_smoothing)
+
+
+def train(model, train_ds, epochs: int, val_ds=None, *, optimizer="adam", learning_rate=1e-3,
+          schedule=None, warmup_epochs: float = 0, weight_decay: float = 0.0, momentum: float = 0.9,
+          label_smoothing: float = 0.0, clipnorm: float | None = None, loss=None,
+          metrics=("accuracy",), checkpoint_dir=None, tensorboard_dir=None,
+          early_stopping_patience: int | None = None, callbacks=(), progress_every: int | None = 1,
+          jit_compile: bool | None = None, steps_per_execution: int = 1, verbose: int = 0,
+          compile: bool = True):
+    """Compile `model` and fit it on `train_ds` (a batched tf.data dataset of (images, labels)).
+
+    optimizer: "adam", "adamw", "sgd" or a keras optimizer (then learning_rate/schedule/weight_decay/
+        clipnorm are ignored). schedule: a name from SCHEDULES (sized from epochs and the dataset's batch
+        count, peak learning_rate, linear warm-up over warmup_epochs) or a LearningRateSchedule.
+    Labels may be integers or one-hot; with label_smoothing > 0 integer labels are one-hot encoded here.
+    checkpoint_dir: back up at every epoch end; calling train again after an interruption resumes at the
+        first unfinished epoch. compile=False fits a model you compiled yourself.
+    Returns Keras' History, with `history.wall_time_s` (the whole fit) added.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}.")
+    sparse = _label_rank(train_ds) == 1
+    num_classes = model.output_shape[-1]
+    if sparse and label_smoothing and loss is None:
+        def to_one_hot(x, y):
+            return x, tf.one_hot(tf.cast(y, tf.int32), num_classes)
+
+        train_ds = train_ds.map(to_one_hot, num_parallel_calls=tf.data.AUTOTUNE)
+        if val_ds is not None:
+            val_ds = val_ds.map(to_one_hot, num_parallel_calls=tf.data.AUTOTUNE)
+        sparse = False
+
+    if compile:
+        steps_per_epoch = int(train_ds.cardinality())
+        if isinstance(schedule, str):
+            if steps_per_epoch < 1:
+                raise ValueError("A named schedule needs a dataset of known length (tf.data cardinality); "
+                                 "pass a LearningRateSchedule made with make_schedule instead.")
+            schedule = make_schedule(schedule, learning_rate, epochs * steps_per_epoch,
+                                     warmup_steps=int(warmup_epochs * steps_per_epoch),
+                                     steps_per_epoch=steps_per_epoch)
+        with model.distribute_strategy.scope():  # optimizer variables live where the model's do
+            if isinstance(optimizer, str):
+                optimizer = make_optimizer(optimizer, schedule if schedule is not None else learning_rate,
+                                           weight_decay=weight_decay, momentum=momentum, clipnorm=clipnorm)
+            if loss is None:
+                loss = make_loss(sparse, from_logits=not _outputs_probabilities(model),
+                                 label_smoothing=label_smoothing)
+            model.compile(optimizer=optimizer, loss=loss, metrics=list(metrics), jit_compile=jit_compile,
+                          steps_per_execution=steps_per_execution)
+
+    monitor = "val_loss" if val_ds is not None else "loss"
+    all_callbacks = make_callbacks(checkpoint_dir, tensorboard_dir, early_stopping_patience, monitor,
+                                   progress_every) + list(callbacks)
+    start = time.perf_counter()
+    history = model.fit(train_ds, epochs=epochs, validation_data=val_ds, callbacks=all_callbacks,
+                        verbose=verbose)
+    history.wall_time_s = time.perf_counter() - start
+    return history
