@@ -36,3 +36,13 @@ from .train import (  # noqa: E402
     OPTIMIZERS, SCHEDULES, Progress, Schedule, current_learning_rate, distribution_strategy, make_callbacks,
     make_loss, make_optimizer, make_schedule, plot_schedule, schedule_values, train, use_mixed_precision,
 )
+from .compress import (  # noqa: E402
+    TFLiteModel, build_mobilenet_v2, build_pruned_model, build_qat_model, build_separable_cnn,
+    compare_tflite, count_cost, evaluate_tflite, file_sizes, inverted_residual_block, keras_tflite_gap,
+    pruning_callbacks, pruning_steps, representative_dataset, separable_bn_relu, sparsity, strip_pruning,
+    time_tflite, to_tflite,
+)
+from .export import (  # noqa: E402
+    export_gap, export_onnx, export_saved_model, export_tflite, read_preprocessing, write_preprocessing,
+)
+from .serve import classify, load_predictor, make_server, running_server  # noqa: E402
