@@ -46,3 +46,10 @@ from .export import (  # noqa: E402
     export_gap, export_onnx, export_saved_model, export_tflite, read_preprocessing, write_preprocessing,
 )
 from .serve import classify, load_predictor, make_server, running_server  # noqa: E402
+from .regularize import (  # noqa: E402
+    StochasticDepth, build_regularized_resnet, cutmix, cutmix_boxes, cutout, l2, mixup,
+)
+from .evaluate import (  # noqa: E402
+    calibration_bins, class_report, confusion, evaluate, expected_calibration_error, plot_confusion_matrix,
+    plot_mistakes, plot_reliability, predict, top_k_accuracy, worst_mistakes,
+)

@@ -1,0 +1,84 @@
+"""Evaluation metrics against cases small enough to compute by hand."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow import keras
+
+import cifar_course as cc
+
+PROBS = np.array([
+    [0.7, 0.2, 0.1],  # true 0: top-1 right
+    [0.5, 0.3, 0.2],  # true 1: right at top-2
+    [0.6, 0.3, 0.1],  # true 2: right only at top-3
+    [0.05, 0.15, 0.8],  # true 0: wrong, confident (right only at top-3)
+])
+LABELS = np.array([0, 1, 2, 0])
+
+
+def test_top_k_accuracy_by_hand():
+    assert cc.top_k_accuracy(PROBS, LABELS, 1) == 0.25
+    assert cc.top_k_accuracy(PROBS, LABELS, 2) == 0.5  # samples 0 and 1
+    assert cc.top_k_accuracy(PROBS, LABELS, 3) == 1.0
+
+
+def test_ece_is_zero_when_calibrated_and_the_gap_when_not():
+    # 10 samples at confidence 0.8 of which 8 are right: perfectly calibrated.
+    probs = np.tile([0.8, 0.2], (10, 1))
+    labels = np.array([0] * 8 + [1] * 2)
+    assert cc.expected_calibration_error(probs, labels, n_bins=10) == pytest.approx(0.0, abs=1e-9)
+    # The same confidences, all right: under-confident by 0.2.
+    assert cc.expected_calibration_error(probs, np.zeros(10, int), n_bins=10) == pytest.approx(0.2)
+    # Two bins: half at 0.9 all wrong (gap 0.9), half at 0.6 all right (gap 0.4) -> ECE 0.65.
+    probs = np.array([[0.9, 0.1]] * 5 + [[0.6, 0.4]] * 5)
+    labels = np.array([1] * 5 + [0] * 5)
+    assert cc.expected_calibration_error(probs, labels, n_bins=10) == pytest.approx(0.65)
+    bins = cc.calibration_bins(probs, labels, n_bins=10)
+    assert sum(b["count"] for b in bins) == 10 and [b["count"] for b in bins][5] == 5
+
+
+def test_worst_mistakes_orders_wrong_predictions_by_confidence():
+    idx = cc.worst_mistakes(PROBS, LABELS, n=5)
+    # Wrong at top-1: samples 1 (0.5), 2 (0.6), 3 (0.8) -> most confident first.
+    assert list(idx) == [3, 2, 1]
+    assert list(cc.worst_mistakes(PROBS, LABELS, n=1)) == [3]
+
+
+def test_confusion_and_report():
+    pred = PROBS.argmax(axis=1)  # [0, 0, 0, 2]
+    m = cc.confusion(LABELS, pred, 3)
+    assert m.tolist() == [[1, 0, 1], [1, 0, 0], [1, 0, 0]]
+    rows = cc.class_report(LABELS, pred, ["a", "b", "c"])
+    assert [r["class"] for r in rows] == ["a", "b", "c", "macro avg"]
+    assert rows[0]["precision"] == pytest.approx(1 / 3) and rows[0]["recall"] == pytest.approx(0.5)
+    assert rows[1]["recall"] == 0 and rows[0]["support"] == 2
+
+
+def test_evaluate_runs_over_a_dataset_with_one_hot_or_integer_labels():
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+    x = np.random.default_rng(0).normal(size=(20, 4)).astype("float32")
+    y = np.arange(20) % 3
+    res_int = cc.evaluate(model, tf.data.Dataset.from_tensor_slices((x, y)).batch(6), ["a", "b", "c"])
+    res_hot = cc.evaluate(model, tf.data.Dataset.from_tensor_slices((x, tf.one_hot(y, 3))).batch(6),
+                          ["a", "b", "c"])
+    assert res_int["probs"].shape == (20, 3) and res_int["labels"].tolist() == y.tolist()
+    assert res_hot["top1"] == res_int["top1"] and res_int["top3"] == 1.0
+    assert res_int["confusion"].sum() == 20
+
+
+def test_bad_shapes_get_a_clear_error():
+    with pytest.raises(ValueError, match="argmax"):
+        cc.top_k_accuracy(PROBS, np.eye(3)[[0, 1, 2, 0]], 1)
+
+
+def test_plots_draw(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ax = cc.plot_confusion_matrix(cc.confusion(LABELS, PROBS.argmax(1), 3), ["a", "b", "c"])
+    assert len(ax.texts) == 9
+    ax = cc.plot_reliability(cc.calibration_bins(PROBS, LABELS, 5), 0.1)
+    assert "ECE" in ax.get_title()
+    fig = cc.plot_mistakes(np.zeros((4, 8, 8, 3), np.uint8), PROBS, LABELS, [3, 2], ["a", "b", "c"])
+    assert len(fig.axes) == 8
