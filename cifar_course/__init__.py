@@ -53,3 +53,9 @@ from .evaluate import (  # noqa: E402
     calibration_bins, class_report, confusion, evaluate, expected_calibration_error, plot_confusion_matrix,
     plot_mistakes, plot_reliability, predict, top_k_accuracy, worst_mistakes,
 )
+from .simclr import (  # noqa: E402
+    SimCLR, build_classifier, build_projection_head, encoder_from, extract_features, knn_accuracy,
+    KNNMonitor, label_fraction, linear_eval, make_views_dataset, npairs_loss, nt_xent_loss, simclr_augment,
+)
+from .distill import Distiller, distillation_loss, soft_targets  # noqa: E402
+from . import federated  # noqa: E402  (TFF itself is imported only when a federated function needs it)

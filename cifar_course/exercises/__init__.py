@@ -12,3 +12,4 @@ def report(ok: bool, success: str, hint: str) -> bool:
     print(f"Correct: {success}" if ok else f"Not yet. Hint: {hint}")
     return bool(ok)
 from .deployment import *  # noqa: E402,F401,F403
+from .beyond import *  # noqa: E402,F401,F403
