@@ -13,7 +13,9 @@ INPUT_SHAPE = (32, 32, 3)
 
 
 def _head(x, num_classes: int, logits: bool):
-    return layers.Dense(num_classes, activation=None if logits else "softmax", name="classifier")(x)
+    # float32 even under mixed precision: a float16 softmax loses small probabilities.
+    return layers.Dense(num_classes, activation=None if logits else "softmax", dtype="float32",
+                        name="classifier")(x)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -155,6 +157,76 @@ def build_resnet(depth: int = 20, width: int = 16, preact: bool = False, se: boo
     return keras.Model(inputs, _head(x, num_classes, logits), name=f"{kind}{depth}")
 
 
+# ------------------------------------------------------------------------------------------------
+# The flagship fast recipe network (after Keller Jordan's airbench, 2024)
+
+
+def _flagship_group(x, filters: int, activation, bn_momentum: float, name: str):
+    """conv -> max-pool -> BN -> act -> conv -> BN -> act: pooling before BatchNorm halves its cost."""
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv1")(x)
+    x = layers.MaxPooling2D(name=f"{name}_pool")(x)
+    x = layers.BatchNormalization(momentum=bn_momentum, epsilon=1e-5, scale=False, name=f"{name}_bn1")(x)
+    x = layers.Activation(activation, name=f"{name}_act1")(x)
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(x)
+    x = layers.BatchNormalization(momentum=bn_momentum, epsilon=1e-5, scale=False, name=f"{name}_bn2")(x)
+    return layers.Activation(activation, name=f"{name}_act2")(x)
+
+
+def build_flagship(widths=(32, 128, 128), stem_width: int = 24, activation: str = "gelu",
+                   bn_momentum: float = 0.6, logit_scale: float = 1 / 9, num_classes: int = 10,
+                   logits: bool = False, input_shape=INPUT_SHAPE):
+    """A small VGG-like net built for speed: a 2x2 'whitening' stem, three conv groups that each halve
+    the resolution (32 -> 16 -> 8 -> 4 after the stem's 31), global max-pool, a bias-free linear head
+    whose logits are scaled down (a cheap temperature that stabilises the large learning rates).
+
+    airbench94 uses widths (64, 256, 256) on a GPU; the default here is sized for a laptop CPU.
+    Initialise the stem from data with `init_whitening(model, images)` before training.
+    """
+    if len(widths) != 3:
+        raise ValueError(f"widths needs three stage widths, got {widths!r}")
+    inputs = keras.Input(input_shape)
+    # 2x2 conv, no padding: (32, 32, 3) -> (31, 31, stem_width); frozen after init_whitening.
+    x = layers.Conv2D(stem_width, 2, padding="valid", name="whiten")(inputs)
+    x = layers.Activation(activation, name="whiten_act")(x)
+    for i, filters in enumerate(widths):
+        x = _flagship_group(x, filters, activation, bn_momentum, name=f"group{i + 1}")
+    x = layers.GlobalMaxPooling2D(name="pool")(x)
+    x = layers.Dense(num_classes, use_bias=False, name="linear")(x)
+    x = layers.Rescaling(logit_scale, name="logit_scale")(x)
+    if not logits:
+        x = layers.Activation("softmax", dtype="float32", name="classifier")(x)
+    return keras.Model(inputs, x, name="flagship")
+
+
+def init_whitening(model, images, eps: float = 5e-4, layer: str = "whiten"):
+    """Set the stem's filters to the whitening transform of 2x2 image patches (both signs) and freeze it.
+
+    images: float (N, 32, 32, 3) as the model sees them (normalized); a few thousand are enough.
+    Each filter projects a patch onto one principal direction, divided by its spread, so the first layer
+    outputs decorrelated features of unit variance from the start.
+    """
+    import numpy as np
+
+    stem = model.get_layer(layer)
+    k = stem.kernel_size[0]
+    x = np.asarray(images, np.float64)
+    n, h, w, c = x.shape
+    patches = np.stack([x[:, i:h - k + 1 + i, j:w - k + 1 + j, :] for i in range(k) for j in range(k)],
+                       axis=3)  # (N, H', W', k*k, C), patch index in (row, col) order
+    patches = patches.reshape(-1, k * k * c)
+    cov = patches.T @ patches / len(patches)
+    eigenvalues, eigenvectors = np.linalg.eigh(cov)  # ascending
+    filters = (eigenvectors / np.sqrt(eigenvalues + eps)).T[::-1]  # (k*k*c, k*k*c), largest first
+    filters = np.concatenate([filters, -filters])  # (2*k*k*c, k*k*c)
+    if len(filters) != stem.filters:
+        raise ValueError(f"The stem has {stem.filters} filters; whitening {k}x{k}x{c} patches gives "
+                         f"{len(filters)}. Build the model with stem_width={len(filters)}.")
+    kernel = filters.reshape(-1, k, k, c).transpose(1, 2, 3, 0)  # (k, k, C, filters)
+    stem.set_weights([kernel.astype("float32"), np.zeros(stem.filters, "float32")])
+    stem.trainable = False
+    return model
+
+
 MODELS = {
     "baseline_cnn": build_baseline_cnn,
     "small_cnn": build_small_cnn,
@@ -163,4 +235,20 @@ MODELS = {
     "plain20": lambda **kw: build_resnet(20, residual=False, **kw),
     "preact_resnet20": lambda **kw: build_resnet(20, preact=True, **kw),
     "se_resnet20": lambda **kw: build_resnet(20, se=True, **kw),
+    "flagship": build_flagship,
 }
+
+
+# ------------------------------------------------------------------------------------------------
+# Looking inside a model
+
+
+def layer_table(model) -> list[dict]:
+    """One row per layer: name, type, output shape (batch dimension dropped) and parameter count."""
+    rows = []
+    for layer in model.layers:
+        shape = layer.output_shape
+        shape = shape[0] if isinstance(shape, list) else shape
+        rows.append({"layer": layer.name, "type": type(layer).__name__,
+                     "output shape": tuple(shape[1:]), "parameters": layer.count_params()})
+    return rows

@@ -67,12 +67,12 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
         if self.name == "onecycle":
             peak = max(1.0, round(self.peak_fraction * self.total_steps))
             up = self.initial_fraction + (1.0 - self.initial_fraction) * step / peak
-            down_len = max(1.0, self.total_steps - peak)
+            down_len = max(1.0, self.total_steps - 1 - peak)  # reaches the final rate at the last step
             down = 1.0 - (1.0 - self.final_fraction) * tf.minimum((step - peak) / down_len, 1.0)
             return base * tf.where(step < peak, up, down)
         warm = float(self.warmup_steps)
         t = tf.maximum(step - warm, 0.0)  # steps since the end of warm-up
-        span = float(max(self.total_steps - self.warmup_steps, 1))
+        span = float(max(self.total_steps - self.warmup_steps - 1, 1))  # the last step ends the shape
         if self.name == "constant":
             lr = base
         elif self.name == "seed_step":
@@ -167,8 +167,10 @@ def make_optimizer(name: str = "adam", learning_rate=1e-3, weight_decay: float =
 
 def current_learning_rate(optimizer) -> float:
     """The learning rate the optimizer uses at its current step (schedules included)."""
-    lr = optimizer.learning_rate
-    if callable(lr) and not isinstance(lr, tf.Variable):
+    lr = getattr(optimizer, "_learning_rate", None)  # Keras keeps the schedule object here
+    if not isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
+        lr = optimizer.learning_rate
+    else:
         lr = lr(optimizer.iterations)
     return float(keras.backend.get_value(lr))
 
@@ -179,14 +181,15 @@ def current_learning_rate(optimizer) -> float:
 
 class Progress(keras.callbacks.Callback):
     """One short line every `every` epochs (and the last), nothing else: clean in notebooks and logs.
+    every=None prints nothing.
 
     Also adds `epoch_time_s` and `lr` to the epoch logs, so `history.history` has time and learning
     rate per epoch.
     """
 
-    def __init__(self, every: int = 1, print_fn=print):
+    def __init__(self, every: int | None = 1, print_fn=print):
         super().__init__()
-        self.every = max(1, int(every))
+        self.every = int(every or 0)  # 0 or None: silent, still logging time and learning rate
         self.print_fn = print_fn
 
     def on_train_begin(self, logs=None):
@@ -199,7 +202,7 @@ class Progress(keras.callbacks.Callback):
         logs = logs if logs is not None else {}
         logs["epoch_time_s"] = time.perf_counter() - self._start
         logs["lr"] = current_learning_rate(self.model.optimizer)
-        if (epoch + 1) % self.every and epoch + 1 != self.epochs:
+        if not self.every or ((epoch + 1) % self.every and epoch + 1 != self.epochs):
             return
         shown = " ".join(f"{k} {v:.4f}" for k, v in logs.items() if k not in ("epoch_time_s", "lr"))
         self.print_fn(f"epoch {epoch + 1}/{self.epochs}  {shown}  lr {logs['lr']:.2e}  "
@@ -209,9 +212,7 @@ class Progress(keras.callbacks.Callback):
 def make_callbacks(checkpoint_dir=None, tensorboard_dir=None, early_stopping_patience=None,
                    monitor: str = "val_loss", progress_every: int | None = 1) -> list:
     """The standard callbacks of a course run, in the order they should run."""
-    callbacks = [keras.callbacks.TerminateOnNaN()]
-    if progress_every:
-        callbacks.append(Progress(progress_every))
+    callbacks = [keras.callbacks.TerminateOnNaN(), Progress(progress_every)]
     if checkpoint_dir is not None:
         # Saves model + optimizer + epoch at each epoch end; a rerun of the same call restores them and
         # continues with the next epoch. The backup is deleted once training finishes.
@@ -350,3 +351,145 @@ def train(model, train_ds, epochs: int, val_ds=None, *, optimizer="adam", learni
                         verbose=verbose)
     history.wall_time_s = time.perf_counter() - start
     return history
+
+
+# ------------------------------------------------------------------------------------------------
+# The flagship fast recipe (after airbench94, Jordan 2024), sized per profile
+
+
+def flagship_recipe(profile=None, **overrides) -> dict:
+    """Hyperparameters of the flagship recipe for a profile (a Profile or its name); keyword overrides.
+
+    quick: sized for a 2-core laptop CPU (the accuracy/time it reaches is measured in
+    benchmarks/flagship.py); full: airbench94's widths on one GPU, a target not measured here.
+    """
+    from . import config
+
+    prof = config.profile(profile) if profile is None or isinstance(profile, str) else profile
+    recipe = {
+        "widths": prof.choose(smoke=(16, 32, 32), quick=(32, 128, 128), full=(64, 256, 256)),
+        "epochs": prof.choose(smoke=2, quick=8, full=10),
+        "batch_size": prof.choose(smoke=128, quick=512, full=1024),
+        # Peak learning rate of SGD (mean loss, Nesterov momentum 0.85): airbench's 11.5 per 1024 examples
+        # divided by its momentum gain 1 + 1/(1 - 0.85) = 7.67, i.e. 1.5 for a batch of 1024.
+        "learning_rate_per_1024": 1.5,
+        "momentum": 0.85,
+        "weight_decay": 9e-3,  # decoupled: weights shrink by lr * weight_decay per step
+        "label_smoothing": 0.2,
+        "translate": 2,  # random shift by up to 2 pixels (reflect padding), plus horizontal flips
+        "schedule": {"initial_fraction": 0.2, "peak_fraction": 0.23, "final_fraction": 0.07},
+        "activation": "gelu",
+        "mixed_precision": prof.choose(smoke=None, quick="mixed_bfloat16", full="mixed_float16"),
+        "jit_compile": prof.choose(smoke=False, quick=False, full=True),
+        "tta": True,  # average predictions over the image and its mirror
+    }
+    unknown = set(overrides) - set(recipe)
+    if unknown:
+        raise ValueError(f"Unknown flagship recipe keys {sorted(unknown)}; known: {sorted(recipe)}.")
+    recipe.update(overrides)
+    return recipe
+
+
+def predict_tta(model, x, batch_size: int = 1000, flip: bool = True, stats=None):
+    """Class probabilities averaged over each image and (flip=True) its mirror image.
+
+    x: uint8 images (N, 32, 32, 3) or a float dataset-ready array; stats as for make_dataset.
+    """
+    from .pipeline import normalize
+
+    out = []
+    for start in range(0, len(x), batch_size):
+        batch = normalize(x[start:start + batch_size], stats)
+        p = model(batch, training=False)
+        if flip:
+            p = (p + model(tf.reverse(batch, axis=[2]), training=False)) / 2
+        out.append(tf.cast(p, tf.float32).numpy())
+    return np.concatenate(out)
+
+
+class EpochEval(keras.callbacks.Callback):
+    """Test accuracy (with TTA) after every epoch, timed apart from training: accuracy vs wall time."""
+
+    def __init__(self, x, y, stats=None, tta: bool = True, every: int = 1):
+        super().__init__()
+        self.x, self.y, self.stats, self.tta, self.every = x, np.asarray(y).ravel(), stats, tta, every
+        self.rows = []
+
+    def on_train_begin(self, logs=None):
+        self.train_time = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.train_time += time.perf_counter() - self._start
+        if (epoch + 1) % self.every and epoch + 1 != self.params.get("epochs"):
+            return
+        probs = predict_tta(self.model, self.x, flip=self.tta, stats=self.stats)
+        acc = float((probs.argmax(1) == self.y).mean())
+        self.rows.append({"epoch": epoch + 1, "train_time_s": round(self.train_time, 1), "test_acc": acc})
+        if logs is not None:
+            logs["test_acc_tta"] = acc
+
+
+def train_flagship(data, recipe: dict | None = None, eval_every: int | None = None, callbacks=(),
+                   progress_every: int | None = 1, seed: int = 0):
+    """Train the flagship network on `data` (cc.load_cifar10 splits) with `recipe` (flagship_recipe()).
+
+    Returns (model, history, rows): rows is accuracy vs training time after every `eval_every` epochs
+    (test set, TTA as the recipe says; None: only at the end).
+    """
+    from .config import seed_everything
+    from .models import build_flagship, init_whitening
+    from .pipeline import channel_stats, make_dataset, normalize, pad_crop_flip
+
+    recipe = recipe or flagship_recipe()
+    (x_train, y_train), (x_test, y_test) = data
+    seed_everything(seed, deterministic=False)
+    use_mixed_precision(False)
+    if recipe["mixed_precision"]:
+        keras.mixed_precision.set_global_policy(recipe["mixed_precision"])
+    try:
+        stats = channel_stats(x_train)
+        translate = recipe["translate"]
+        train_ds = make_dataset(x_train, y_train, batch_size=recipe["batch_size"], training=True,
+                                augment=lambda b: pad_crop_flip(b, pad=translate), stats=stats, seed=seed)
+        model = build_flagship(widths=recipe["widths"], activation=recipe["activation"])
+        init_whitening(model, normalize(x_train[:5000], stats).numpy())
+        steps = int(train_ds.cardinality()) * recipe["epochs"]
+        lr = recipe["learning_rate_per_1024"] * recipe["batch_size"] / 1024
+        schedule = make_schedule("onecycle", lr, steps, **recipe["schedule"])
+        opt = make_optimizer("sgd", schedule, weight_decay=recipe["weight_decay"],
+                             momentum=recipe["momentum"], nesterov=True)
+        evaluator = EpochEval(x_test, y_test, stats, tta=recipe["tta"], every=eval_every or recipe["epochs"])
+        history = train(model, train_ds, recipe["epochs"], optimizer=opt,
+                        label_smoothing=recipe["label_smoothing"], jit_compile=recipe["jit_compile"],
+                        callbacks=[evaluator, *callbacks], progress_every=progress_every)
+    finally:
+        use_mixed_precision(False)
+    history.train_time_s = evaluator.train_time
+    return model, history, evaluator.rows
+
+
+def plot_history(histories, metrics=("loss", "accuracy"), axes=None):
+    """Learning curves: one panel per metric, training solid and validation dashed, for one History
+    or a {label: History} dict (curves of several runs on shared axes)."""
+    import matplotlib.pyplot as plt
+
+    if not isinstance(histories, dict):
+        histories = {"": histories}
+    if axes is None:
+        _, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.5), squeeze=False)
+        axes = axes[0]
+    for ax, metric in zip(axes, metrics):
+        for i, (label, hist) in enumerate(histories.items()):
+            h = getattr(hist, "history", hist)
+            epochs = np.arange(1, len(h[metric]) + 1)
+            color = f"C{i}"
+            ax.plot(epochs, h[metric], color=color, label=f"{label} train".strip())
+            if f"val_{metric}" in h:
+                ax.plot(epochs, h[f"val_{metric}"], "--", color=color, label=f"{label} validation".strip())
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.legend(fontsize="small")
+    return axes

@@ -11,5 +11,6 @@ def report(ok: bool, success: str, hint: str) -> bool:
     """Print the verdict a learner sees and return it."""
     print(f"Correct: {success}" if ok else f"Not yet. Hint: {hint}")
     return bool(ok)
+from .training import *  # noqa: E402,F401,F403
 from .deployment import *  # noqa: E402,F401,F403
 from .beyond import *  # noqa: E402,F401,F403
