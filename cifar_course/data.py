@@ -114,9 +114,9 @@ def _read_batch(path: Path):
     if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
         raise DataError(f"{path}: expected (N, 3072) pixel rows with N labels, got {data.shape}.")
     x = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # stored channels-first
-    y = np.asarray(labels, dtype=np.uint8)
+    y = np.asarray(labels).astype(np.int64)  # check before narrowing: -1 as uint8 would pass as 255
     check_arrays(x, y, name=str(path))
-    return x, y
+    return x, y.astype(np.uint8)
 
 
 def sha256_of(path) -> str:

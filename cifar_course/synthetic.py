@@ -80,12 +80,15 @@ def draw_synthetic(n: int, seed: int = 0, background_bias: float = 0.0, backgrou
     c1[tied] = np.clip(tied_colour[tied] + rng.normal(0, 0.05, (tied.sum(), 3)), 0, 1)
     angle = rng.uniform(0, 2 * np.pi, n)
     ramp = (np.cos(angle)[:, None, None] * (gx - 16) + np.sin(angle)[:, None, None] * (gy - 16)) / 45 + 0.5
-    images = c0[:, None, None, :] * (1 - ramp[..., None]) + c1[:, None, None, :] * ramp[..., None]
+    ramp = ramp.astype(np.float32)[..., None]  # float32 from here on: half the memory traffic of float64
+    c0, c1 = c0.astype(np.float32), c1.astype(np.float32)
+    images = c0[:, None, None, :] + (c1 - c0)[:, None, None, :] * ramp
 
     # Object: position, scale, small rotation, a colour that stands out from the background.
     cx, cy = rng.uniform(10, 22, n), rng.uniform(10, 22, n)
     scale = rng.uniform(6.0, 10.5, n)
     theta = rng.uniform(-0.35, 0.35, n)
+    cx, cy, scale, theta = (v.astype(np.float32) for v in (cx, cy, scale, theta))
     colour = rng.uniform(0, 1, (n, 3))
     too_close = np.abs(colour - (c0 + c1) / 2).sum(axis=1) < 0.6
     colour[too_close] = 1.0 - colour[too_close]
@@ -103,15 +106,16 @@ def draw_synthetic(n: int, seed: int = 0, background_bias: float = 0.0, backgrou
         shape, on = _shape_mask(label, u, v)
         masks[idx] = shape
         fill = np.where(on[..., None], colour[idx, None, None, :], shade[idx, None, None, :])
-        images[idx] = np.where(shape[..., None], fill, images[idx])
+        images[idx] = np.where(shape[..., None], fill.astype(np.float32), images[idx])
 
     # Distractor: a small blob of a random colour away from the object, then pixel noise.
     bx, by = rng.uniform(2, 30, n), rng.uniform(2, 30, n)
     blob = (gx[None] - bx[:, None, None]) ** 2 + (gy[None] - by[:, None, None]) ** 2 <= 2.5**2
     blob &= ~masks
-    images = np.where(blob[..., None], rng.uniform(0, 1, (n, 1, 1, 3)), images)
-    images += rng.normal(0, 0.06, images.shape)
-    x = (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
+    images = np.where(blob[..., None], rng.uniform(0, 1, (n, 1, 1, 3)).astype(np.float32), images)
+    images += rng.standard_normal(images.shape, dtype=np.float32) * np.float32(0.06)
+    np.clip(images, 0, 1, out=images)
+    x = (images * 255 + 0.5).astype(np.uint8)
     return x, y, masks
 
 

@@ -1,0 +1,44 @@
+"""Records round trip: record -> load_results -> results_table -> compare_with_reference."""
+
+import json
+
+import cifar_course as cc
+from cifar_course import results
+
+
+def test_record_round_trip(tmp_path, monkeypatch):
+    monkeypatch.setenv("CIFAR_COURSE_RESULTS", str(tmp_path))
+    path = cc.record("99_demo", {"accuracy": 0.123456, "loss": 2}, "synthetic (seed=0)", 3.21,
+                     profile=cc.profile("smoke"))
+    assert path == tmp_path / "smoke" / "99_demo.json"
+    saved = json.loads(path.read_text())
+    assert saved["metrics"] == {"accuracy": 0.1235, "loss": 2} and saved["synthetic"] is True
+    assert saved["wall_time_s"] == 3.2 and saved["versions"]["tensorflow"].startswith("2.14")
+    assert saved["hardware"]["cores"] >= 1
+
+    records = cc.load_results(tmp_path)
+    assert [r["chapter"] for r in records] == ["99_demo"] and records[0]["origin"] == "your run"
+    rows = cc.results_table(records)
+    assert {r["metric"] for r in rows} == {"accuracy", "loss"}
+    assert all(r["data"] == "SYNTHETIC" and r["profile"] == "smoke" for r in rows)
+
+
+def test_compare_with_reference(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "REFERENCE_DIR", tmp_path / "ref")
+    rows = cc.compare_with_reference("99_demo", {"accuracy": 0.5}, profile=cc.profile("smoke"),
+                                     data_source="synthetic (seed=0)")
+    assert list(rows[0].values()) == ["accuracy", 0.5, "-"]
+    assert "SYNTHETIC" in list(rows[0])[1] and "none recorded" in list(rows[0])[2]
+
+    monkeypatch.setenv("CIFAR_COURSE_RESULTS", str(tmp_path / "ref"))
+    cc.record("99_demo", {"accuracy": 0.71}, "cifar10 image folder (/data)", 60, profile=cc.profile("quick"))
+    rows = cc.compare_with_reference("99_demo", {"accuracy": 0.5, "new": 1}, profile=cc.profile("smoke"),
+                                     data_source="synthetic (seed=0)")
+    assert list(rows[0].values())[1:] == [0.5, 0.71] and list(rows[1].values())[2] == "-"
+    assert "real CIFAR-10" in list(rows[0])[2]
+    records = cc.load_results(tmp_path / "ref")
+    assert records[0]["origin"] == "reference" and cc.results_table(records)[0]["data"] == "cifar10 image folder"
+
+
+def test_load_results_with_nothing_recorded(tmp_path):
+    assert cc.load_results(tmp_path / "none") == [] and cc.results_table([]) == []
