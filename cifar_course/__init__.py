@@ -58,6 +58,8 @@ from .evaluate import (  # noqa: E402
     calibration_bins, class_report, confusion, evaluate, expected_calibration_error, plot_confusion_matrix,
     plot_mistakes, plot_reliability, predict, top_k_accuracy, worst_mistakes,
 )
+from .pipeline import make_image_data_generator, measure_throughput  # noqa: E402
+from .plots import plot_augmentations, plot_class_balance, plot_image_grid  # noqa: E402
 from .simclr import (  # noqa: E402
     SimCLR, build_classifier, build_projection_head, encoder_from, extract_features, knn_accuracy,
     KNNMonitor, label_fraction, linear_eval, make_views_dataset, npairs_loss, nt_xent_loss, simclr_augment,
