@@ -67,7 +67,7 @@ def draw_synthetic(n: int, seed: int = 0, background_bias: float = 0.0, backgrou
     if not 0.0 <= background_bias <= 1.0:
         raise ValueError(f"background_bias must be in [0, 1], got {background_bias}.")
     rng = np.random.default_rng(seed)
-    y = np.arange(n, dtype=np.uint8) % 10
+    y = (np.arange(n) % 10).astype(np.uint8)  # not arange(dtype=uint8): it wraps at 256
     rng.shuffle(y)
     grid = np.arange(32, dtype=np.float32) + 0.5
     gy, gx = np.meshgrid(grid, grid, indexing="ij")

@@ -18,6 +18,7 @@ def test_shapes_dtypes_and_balanced_classes():
     assert x_train.shape == (200, 32, 32, 3) and x_train.dtype == np.uint8
     assert y_train.shape == (200,) and x_test.shape == (60, 32, 32, 3)
     assert np.bincount(y_train).tolist() == [20] * 10
+    assert np.bincount(cc.draw_synthetic(2000)[1]).tolist() == [200] * 10  # past uint8's 255 too
     cc.check_arrays(x_train, y_train)
     assert splits.is_synthetic and splits.class_names == cc.SHAPE_NAMES
     m_train, m_test = splits.masks

@@ -14,3 +14,4 @@ def report(ok: bool, success: str, hint: str) -> bool:
 from .training import *  # noqa: E402,F401,F403
 from .deployment import *  # noqa: E402,F401,F403
 from .beyond import *  # noqa: E402,F401,F403
+from .data import *  # noqa: E402,F401,F403
