@@ -66,3 +66,9 @@ from .simclr import (  # noqa: E402
 )
 from .distill import Distiller, distillation_loss, soft_targets  # noqa: E402
 from . import federated  # noqa: E402  (TFF itself is imported only when a federated function needs it)
+from .gradcam import (  # noqa: E402
+    class_scores, find_last_conv_layer, gradcam, localization_report, localization_scores, plot_gradcam,
+)
+from .robustness import (  # noqa: E402
+    EPSILON, FastAdversarialModel, RobustnessMonitor, background_sensitivity, fgsm, pgd, robust_accuracy,
+)
