@@ -16,7 +16,7 @@ def check_channel_means(answer, x_train) -> bool:
     expected = channel_stats(x_train)[0]
     answer = np.asarray(answer, dtype=np.float64).reshape(-1) if answer is not None else np.array([])
     ok = answer.shape == (3,) and np.allclose(answer, expected, atol=2e-3)
-    return report(ok, f"means R, G, B = {expected.round(4).tolist()}.",
+    return report(ok, f"means R, G, B = {[round(float(m), 4) for m in expected]}.",
                   "average over images, rows and columns (axes 0, 1, 2) but not over channels, "
                   "and divide by 255 first (one number per channel, three in all).")
 
