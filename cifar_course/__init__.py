@@ -72,3 +72,4 @@ from .gradcam import (  # noqa: E402
 from .robustness import (  # noqa: E402
     EPSILON, FastAdversarialModel, RobustnessMonitor, background_sensitivity, fgsm, pgd, robust_accuracy,
 )
+from .train import FULL_PROFILE_TARGETS, resnet_recipe  # noqa: E402
