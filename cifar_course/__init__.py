@@ -55,8 +55,8 @@ from .regularize import (  # noqa: E402
     StochasticDepth, build_regularized_resnet, cutmix, cutmix_boxes, cutout, l2, mixup,
 )
 from .evaluate import (  # noqa: E402
-    calibration_bins, class_report, confusion, evaluate, expected_calibration_error, plot_confusion_matrix,
-    plot_mistakes, plot_reliability, predict, top_k_accuracy, worst_mistakes,
+    calibration_bins, class_report, confusion, evaluate, expected_calibration_error, predict, top_k_accuracy,
+    worst_mistakes,
 )
 from .pipeline import make_image_data_generator, measure_throughput  # noqa: E402
 from .plots import plot_augmentations, plot_class_balance, plot_image_grid  # noqa: E402
@@ -73,3 +73,5 @@ from .robustness import (  # noqa: E402
     EPSILON, FastAdversarialModel, RobustnessMonitor, background_sensitivity, fgsm, pgd, robust_accuracy,
 )
 from .train import FULL_PROFILE_TARGETS, resnet_recipe  # noqa: E402
+from .plots import plot_confusion_matrix, plot_mistakes, plot_reliability  # noqa: E402
+from .troubleshoot import BatchLosses, roughness, sort_by_label  # noqa: E402

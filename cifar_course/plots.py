@@ -78,3 +78,73 @@ def plot_augmentations(image, recipes: dict, n: int = 6, seed: int = 0):
     axes[0, 0].set_title("original", fontsize=9)
     fig.subplots_adjust(wspace=0.05, hspace=0.05, left=0.2)
     return fig
+
+
+# ------------------------------------------------------------------------------------------------
+# Evaluation figures (the evaluation chapter): confusion matrix, reliability diagram, mistakes
+
+
+def plot_confusion_matrix(matrix, class_names, normalize: bool = True, ax=None):
+    """Heatmap of a confusion matrix (`cc.confusion`); normalize=True shows each row as shares of the true class."""
+    import matplotlib.pyplot as plt
+
+    matrix = np.asarray(matrix, np.float64)
+    if normalize:
+        matrix = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 5.5))
+    image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    ticks = np.arange(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=45, ha="right")
+    ax.set_yticks(ticks, class_names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    for i in ticks:
+        for j in ticks:
+            value = matrix[i, j]
+            ax.text(j, i, f"{value:.2f}" if normalize else f"{int(value)}", ha="center", va="center",
+                    fontsize=7, color="white" if value > 0.6 * matrix.max() else "black")
+    ax.figure.colorbar(image, ax=ax, fraction=0.046)
+    return ax.figure
+
+
+def plot_reliability(bins, ece: float | None = None, ax=None):
+    """Reliability diagram from `calibration_bins`: accuracy per confidence bin against the diagonal.
+
+    Bars below the diagonal mean over-confidence, above it under-confidence.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 4.5))
+    full = [b for b in bins if b["count"]]
+    width = bins[0]["upper"] - bins[0]["lower"]
+    ax.bar([b["lower"] for b in full], [b["accuracy"] for b in full], width=width, align="edge",
+           edgecolor="black", label="accuracy")
+    ax.bar([b["lower"] for b in full], [b["confidence"] - b["accuracy"] for b in full], width=width,
+           bottom=[b["accuracy"] for b in full], align="edge", color="red", alpha=0.3,
+           label="gap to confidence")
+    ax.plot([0, 1], [0, 1], "k--", label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (top probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title("reliability" + (f", ECE {ece:.3f}" if ece is not None else ""))
+    ax.legend(loc="upper left", fontsize="small")
+    return ax.figure
+
+
+def plot_mistakes(images, probs, labels, indices, class_names, columns: int = 8):
+    """A gallery of the given samples (e.g. `worst_mistakes`): true class, prediction and confidence."""
+    import matplotlib.pyplot as plt
+
+    rows = max(1, -(-len(indices) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.9 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, i in zip(axes.ravel(), indices):
+        ax.imshow(images[i])
+        pred = int(np.argmax(probs[i]))
+        ax.set_title(f"{class_names[labels[i]]}\n-> {class_names[pred]} {probs[i][pred]:.0%}", fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -161,20 +161,22 @@ def l2(factor: float = 1e-4):
 
 
 def build_regularized_resnet(width: int = 16, l2_factor: float = 0.0, dropout: float = 0.0,
-                             drop_path: float = 0.0, num_classes: int = 10, input_shape=(32, 32, 3)):
+                             drop_path: float = 0.0, bn_momentum: float = 0.9, num_classes: int = 10,
+                             input_shape=(32, 32, 3)):
     """A small residual network with every model-side regularizer as a keyword (0 = off).
 
     Stem conv, then three stages (width, 2w, 4w) of a strided conv-BN-ReLU and one residual block,
     global average pooling, dropout, softmax. l2_factor: L2 on every kernel; dropout: before the
     classifier; drop_path: stochastic-depth rate of the residual branches, growing linearly with depth
-    up to `drop_path` in the last block (Huang et al.'s linear decay rule).
+    up to `drop_path` in the last block (Huang et al.'s linear decay rule). bn_momentum 0.9 (Keras'
+    default is 0.99) lets BatchNorm's running statistics catch up within the short runs of the course.
     """
     reg = l2(l2_factor)
 
     def conv_bn_relu(x, filters, strides=1, relu=True):
         x = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False,
                           kernel_regularizer=reg)(x)
-        x = layers.BatchNormalization()(x)
+        x = layers.BatchNormalization(momentum=bn_momentum)(x)
         return layers.ReLU()(x) if relu else x
 
     inputs = keras.Input(input_shape)

@@ -76,9 +76,9 @@ def test_plots_draw(tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
-    ax = cc.plot_confusion_matrix(cc.confusion(LABELS, PROBS.argmax(1), 3), ["a", "b", "c"])
-    assert len(ax.texts) == 9
-    ax = cc.plot_reliability(cc.calibration_bins(PROBS, LABELS, 5), 0.1)
-    assert "ECE" in ax.get_title()
+    fig = cc.plot_confusion_matrix(cc.confusion(LABELS, PROBS.argmax(1), 3), ["a", "b", "c"])
+    assert len(fig.axes[0].texts) == 9
+    fig = cc.plot_reliability(cc.calibration_bins(PROBS, LABELS, 5), 0.1)
+    assert "ECE" in fig.axes[0].get_title()
     fig = cc.plot_mistakes(np.zeros((4, 8, 8, 3), np.uint8), PROBS, LABELS, [3, 2], ["a", "b", "c"])
     assert len(fig.axes) == 8

@@ -16,3 +16,4 @@ from .deployment import *  # noqa: E402,F401,F403
 from .beyond import *  # noqa: E402,F401,F403
 from .data import *  # noqa: E402,F401,F403
 from .inspection import *  # noqa: E402,F401,F403
+from .strategy import *  # noqa: E402,F401,F403
