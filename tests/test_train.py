@@ -335,3 +335,12 @@ def test_train_flagship_learns_on_a_small_synthetic_run():
     assert rows[-1]["test_acc"] > 0.2  # chance is 0.1 (standard error 0.02 on 256 images)
     assert keras.mixed_precision.global_policy().name == "float32"  # switched back afterwards
     assert not model.get_layer("whiten").trainable
+
+
+def test_resnet_recipe_full_profile_uses_gpu_switches():
+    full = cc.resnet_recipe("full")
+    assert full["mixed_precision"] == "mixed_float16" and full["jit_compile"] and full["epochs"] >= 100
+    assert cc.resnet_recipe("smoke")["epochs"] < full["epochs"]
+    assert set(cc.FULL_PROFILE_TARGETS) == {"resnet20", "flagship"}
+    with pytest.raises(ValueError, match="Unknown ResNet"):
+        cc.resnet_recipe("quick", lr=1)
