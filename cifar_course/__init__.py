@@ -50,7 +50,9 @@ from .compress import (  # noqa: E402
 from .export import (  # noqa: E402
     export_gap, export_onnx, export_saved_model, export_tflite, read_preprocessing, write_preprocessing,
 )
-from .serve import classify, load_predictor, make_server, running_server  # noqa: E402
+from .serve import (  # noqa: E402
+    classify, load_predictor, make_server, running_server, start_server, stop_server,
+)
 from .regularize import (  # noqa: E402
     StochasticDepth, build_regularized_resnet, cutmix, cutmix_boxes, cutout, l2, mixup,
 )

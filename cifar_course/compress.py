@@ -121,7 +121,7 @@ def layer_macs(layer, input_shape, output_shape) -> int:
     """Multiply-accumulates for one image through a Conv2D, DepthwiseConv2D, SeparableConv2D or Dense
     layer, from its shapes (0 for other layers: they are cheap next to these)."""
     layer = _unwrap(layer)
-    if isinstance(layer, layers.SeparableConv2D):  # before Conv2D: not a subclass, but be explicit
+    if isinstance(layer, layers.SeparableConv2D):
         kh, kw = layer.kernel_size
         c_in = input_shape[-1]
         depthwise = _spatial(output_shape) * kh * kw * c_in * layer.depth_multiplier
@@ -152,11 +152,10 @@ def count_cost(model) -> dict:
                 walk(layer)
                 continue
             macs = 0
-            if _unwrap(layer) is not None and not isinstance(layer, layers.InputLayer):
+            if not isinstance(layer, layers.InputLayer):
                 in_shape, out_shape = layer.input_shape, layer.output_shape
-                if isinstance(in_shape, list) or isinstance(out_shape, list):
-                    macs = 0  # merge layers (Add, Concatenate): no multiply-accumulates to count
-                else:
+                # Merge layers (Add, Concatenate) take a list of shapes and do no multiply-accumulates.
+                if not isinstance(in_shape, list) and not isinstance(out_shape, list):
                     macs = layer_macs(layer, in_shape, out_shape)
             rows.append((layer.name, type(_unwrap(layer)).__name__, int(layer.count_params()), macs))
 

@@ -278,22 +278,35 @@ def server_url(server) -> str:
     return f"http://{host}:{port}"
 
 
+def start_server(model_path, **options):
+    """Serve from a background thread of this process (port 0: a free port); returns the server, whose
+    `url` attribute is its base URL. Stop it with `stop_server`."""
+    server = make_server(model_path, **{"port": 0, **options})
+    server.thread = threading.Thread(target=server.serve_forever, daemon=True, name="cifar-course-serve")
+    server.thread.start()
+    server.url = server_url(server)
+    return server
+
+
+def stop_server(server) -> None:
+    """Stop serving, close the socket and wait for the thread to end."""
+    server.shutdown()
+    server.server_close()
+    server.thread.join(timeout=10)
+
+
 @contextlib.contextmanager
 def running_server(model_path, **options):
     """Serve in a background thread for the duration of a `with` block; yields the base URL.
 
-        with cc.running_server("model.tflite", port=0) as url:
+        with cc.running_server("model.tflite") as url:
             ...  # POST to f"{url}/predict"
     """
-    server = make_server(model_path, **{"port": 0, **options})
-    thread = threading.Thread(target=server.serve_forever, daemon=True, name="cifar-course-serve")
-    thread.start()
+    server = start_server(model_path, **options)
     try:
-        yield server_url(server)
+        yield server.url
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+        stop_server(server)
 
 
 def serve(model_path, host: str = "127.0.0.1", port: int = 8000, top_k: int = 3, **options) -> None:
