@@ -220,11 +220,14 @@ def make_client_datasets(x, y, parts, batch_size: int = 32, local_epochs: int = 
 
 
 def build_process(model_builder, element_spec, algorithm: str = "fedavg", client_lr: float = 0.05,
-                  server_lr: float = 1.0, server_momentum: float = 0.0, proximal_strength: float = 0.01):
+                  server_lr: float = 1.0, server_momentum: float = 0.0, proximal_strength: float = 0.01,
+                  noise_multiplier: float = 0.5, clients_per_round: int = 10):
     """A TFF learning process over models from `model_builder()` (logits out).
 
-    algorithm: "fedavg" (tff.learning.algorithms.build_weighted_fed_avg) or "fedprox"
-    (build_weighted_fed_prox, which pulls local weights toward the server's by proximal_strength).
+    algorithm: "fedavg" (tff.learning.algorithms.build_weighted_fed_avg), "fedprox"
+    (build_weighted_fed_prox, which pulls local weights toward the server's by proximal_strength) or
+    "dp_fedavg" (DP-FedAvg, McMahan et al. 2018: unweighted averaging of adaptively clipped client
+    updates plus Gaussian noise of noise_multiplier times the clip, via tff.learning.dp_aggregator).
     Clients run plain SGD at client_lr; the server applies the averaged update with SGD at server_lr and
     optional momentum (server_momentum > 0 is FedAvgM).
     """
@@ -246,7 +249,11 @@ def build_process(model_builder, element_spec, algorithm: str = "fedavg", client
     if algorithm == "fedprox":
         return tff.learning.algorithms.build_weighted_fed_prox(model_fn, proximal_strength, client_opt,
                                                                server_opt)
-    raise ValueError(f"Unknown algorithm {algorithm!r}: choose 'fedavg' or 'fedprox'.")
+    if algorithm == "dp_fedavg":
+        return tff.learning.algorithms.build_unweighted_fed_avg(
+            model_fn, client_opt, server_opt,
+            model_aggregator=tff.learning.dp_aggregator(noise_multiplier, clients_per_round))
+    raise ValueError(f"Unknown algorithm {algorithm!r}: choose 'fedavg', 'fedprox' or 'dp_fedavg'.")
 
 
 def run_federated(process, client_datasets, rounds: int, keras_model, x_test, y_test,

@@ -60,6 +60,9 @@ SCRIPT = textwrap.dedent("""
         after = [np.array(w) for w in model.get_weights()]
         out["rounds"] = len(rows)
         out["weights_changed"] = bool(any(not np.allclose(a, b) for a, b in zip(before, after)))
+        dp = fl.build_process(fl.build_client_model, datasets[0].element_spec, algorithm="dp_fedavg",
+                              noise_multiplier=0.01, clients_per_round=3)
+        out["dp_rounds"] = len(fl.run_federated(dp, datasets, 1, fl.build_client_model(), x[:40], y[:40]))
     out["workers_after_block"] = fl.worker_processes()
     # Start the runtime again outside any block: the atexit hook must stop this worker.
     process.initialize()
@@ -86,7 +89,7 @@ def test_fedavg_runs_changes_weights_and_leaves_no_worker():
     assert "Exception ignored" not in proc.stderr, proc.stderr[-3000:]
     line = [s for s in proc.stdout.splitlines() if s.startswith("RESULT ")][-1]
     out = json.loads(line[len("RESULT "):])
-    assert out["rounds"] == 2 and out["weights_changed"]
+    assert out["rounds"] == 2 and out["weights_changed"] and out["dp_rounds"] == 1
     assert out["workers_during"], "the test must see a worker, or it proves nothing"
     assert out["workers_after_block"] == []
     assert out["workers_left_to_atexit"]
