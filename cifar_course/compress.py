@@ -366,7 +366,13 @@ def to_tflite(model, mode: str = "float32", representative_data=None, path=None)
                 representative_data = representative_dataset(representative_data)
             converter.representative_dataset = representative_data
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    with quiet_native():
+    import warnings
+
+    from .export import _quiet_tf_logger
+
+    with quiet_native(), _quiet_tf_logger(), warnings.catch_warnings():
+        # Inputs stay float32 on purpose, so the converter's note about input statistics does not apply.
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
         flatbuffer = converter.convert()
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

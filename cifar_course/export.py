@@ -45,10 +45,30 @@ def read_preprocessing(model_path) -> dict:
     return json.loads(path.read_text())
 
 
+def _quiet_tf_logger():
+    """TensorFlow's Python logger announces every SavedModel it writes ('Assets written to ...')."""
+    import contextlib
+
+    import tensorflow as tf
+
+    @contextlib.contextmanager
+    def quiet():
+        logger = tf.get_logger()
+        level = logger.level
+        logger.setLevel("ERROR")
+        try:
+            yield
+        finally:
+            logger.setLevel(level)
+
+    return quiet()
+
+
 def export_saved_model(model, path, class_names, stats=None) -> Path:
     """Write a SavedModel folder (serving signature 'serving_default') plus its preprocessing file."""
     path = Path(path)
-    model.save(path, save_format="tf", include_optimizer=False)
+    with _quiet_tf_logger():
+        model.save(path, save_format="tf", include_optimizer=False)
     write_preprocessing(path, class_names, stats, model.input_shape[1:])
     return path
 
@@ -73,7 +93,7 @@ def export_onnx(model, path, class_names, stats=None, opset: int = 13) -> Path:
 
     path = Path(path)
     spec = (tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name="images"),)
-    with quiet_native():
+    with quiet_native(), _quiet_tf_logger():
         tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset, output_path=str(path))
     write_preprocessing(path, class_names, stats, model.input_shape[1:])
     return path
