@@ -486,7 +486,9 @@ def train_flagship(data, recipe: dict | None = None, eval_every: int | None = No
         train_ds = make_dataset(x_train, y_train, batch_size=recipe["batch_size"], training=True,
                                 augment=lambda b: pad_crop_flip(b, pad=translate), stats=stats, seed=seed)
         model = build_flagship(widths=recipe["widths"], activation=recipe["activation"])
-        init_whitening(model, normalize(x_train[:5000], stats).numpy())
+        # A random sample: loaders may return images sorted by class.
+        sample = np.random.default_rng(seed).choice(len(x_train), min(5000, len(x_train)), replace=False)
+        init_whitening(model, normalize(x_train[np.sort(sample)], stats).numpy())
         steps = int(train_ds.cardinality()) * recipe["epochs"]
         lr = recipe["learning_rate_per_1024"] * recipe["batch_size"] / 1024
         schedule = make_schedule("onecycle", lr, steps, **recipe["schedule"])
