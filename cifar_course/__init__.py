@@ -53,6 +53,12 @@ from .export import (  # noqa: E402
 from .serve import (  # noqa: E402
     classify, load_predictor, make_server, running_server, start_server, stop_server,
 )
+from .gradcam import (  # noqa: E402
+    class_scores, find_last_conv_layer, gradcam, localization_report, localization_scores, plot_gradcam,
+)
+from .robustness import (  # noqa: E402
+    EPSILON, FastAdversarialModel, RobustnessMonitor, background_sensitivity, fgsm, pgd, robust_accuracy,
+)
 from .regularize import (  # noqa: E402
     StochasticDepth, build_regularized_resnet, cutmix, cutmix_boxes, cutout, l2, mixup,
 )
@@ -60,6 +66,7 @@ from .evaluate import (  # noqa: E402
     calibration_bins, class_report, confusion, evaluate, expected_calibration_error, predict, top_k_accuracy,
     worst_mistakes,
 )
+from .plots import plot_confusion_matrix, plot_mistakes, plot_reliability  # noqa: E402
 from .pipeline import make_image_data_generator, measure_throughput  # noqa: E402
 from .plots import plot_augmentations, plot_class_balance, plot_image_grid  # noqa: E402
 from .simclr import (  # noqa: E402
@@ -68,12 +75,5 @@ from .simclr import (  # noqa: E402
 )
 from .distill import Distiller, distillation_loss, soft_targets  # noqa: E402
 from . import federated  # noqa: E402  (TFF itself is imported only when a federated function needs it)
-from .gradcam import (  # noqa: E402
-    class_scores, find_last_conv_layer, gradcam, localization_report, localization_scores, plot_gradcam,
-)
-from .robustness import (  # noqa: E402
-    EPSILON, FastAdversarialModel, RobustnessMonitor, background_sensitivity, fgsm, pgd, robust_accuracy,
-)
-from .train import FULL_PROFILE_TARGETS, resnet_recipe  # noqa: E402
-from .plots import plot_confusion_matrix, plot_mistakes, plot_reliability  # noqa: E402
 from .troubleshoot import BatchLosses, roughness, sort_by_label  # noqa: E402
+from .train import FULL_PROFILE_TARGETS, resnet_recipe  # noqa: E402

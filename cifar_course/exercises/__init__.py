@@ -13,7 +13,7 @@ def report(ok: bool, success: str, hint: str) -> bool:
     return bool(ok)
 from .training import *  # noqa: E402,F401,F403
 from .deployment import *  # noqa: E402,F401,F403
-from .beyond import *  # noqa: E402,F401,F403
-from .data import *  # noqa: E402,F401,F403
 from .inspection import *  # noqa: E402,F401,F403
+from .beyond import *  # noqa: E402,F401,F403
 from .strategy import *  # noqa: E402,F401,F403
+from .data import *  # noqa: E402,F401,F403
