@@ -27,6 +27,9 @@ def main():
     parser.add_argument("--weight-decay", type=float)
     parser.add_argument("--activation")
     parser.add_argument("--precision", help="mixed_bfloat16, mixed_float16 or float32")
+    parser.add_argument("--bias-scaler", type=float)
+    parser.add_argument("--lookahead", type=int, choices=(0, 1))
+    parser.add_argument("--tta-level", type=int, choices=(0, 1, 2))
     parser.add_argument("--eval-every", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -35,6 +38,8 @@ def main():
         "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate_per_1024": args.lr,
         "weight_decay": args.weight_decay, "activation": args.activation,
         "widths": args.widths and tuple(int(w) for w in args.widths.split(",")),
+        "bias_scaler": args.bias_scaler, "tta_level": args.tta_level,
+        "lookahead": None if args.lookahead is None else bool(args.lookahead),
         "mixed_precision": args.precision and (None if args.precision == "float32" else args.precision),
     }.items() if v is not None}
     recipe = cc.flagship_recipe(args.profile, **overrides)

@@ -36,8 +36,8 @@ from .train import (  # noqa: E402
     OPTIMIZERS, SCHEDULES, Progress, Schedule, current_learning_rate, distribution_strategy, make_callbacks,
     make_loss, make_optimizer, make_schedule, plot_schedule, schedule_values, train, use_mixed_precision,
 )
-from .models import build_flagship, init_whitening  # noqa: E402
-from .train import EpochEval, flagship_recipe, predict_tta, train_flagship  # noqa: E402
+from .models import PartialIdentity, build_flagship, init_whitening  # noqa: E402
+from .train import EpochEval, Lookahead, SGDScaledBiases, flagship_recipe, predict_tta, train_flagship  # noqa: E402
 from .models import layer_table  # noqa: E402
 from .tables import markdown_table, show_table  # noqa: E402
 from .train import plot_history  # noqa: E402

@@ -120,3 +120,16 @@ def test_layer_table_lists_shapes_and_parameters():
     assert rows[0]["output shape"] == (32, 32, 3) and rows[-1]["output shape"] == (10,)
     assert sum(r["parameters"] for r in rows) == 122_570
     assert [r["type"] for r in rows][:3] == ["InputLayer", "Conv2D", "MaxPooling2D"]
+
+
+def test_partial_identity_passes_the_first_channels_through():
+    init = cc.PartialIdentity()
+    kernel = init((3, 3, 4, 6)).numpy()
+    conv = tf.keras.layers.Conv2D(6, 3, padding="same", use_bias=False, kernel_initializer=init)
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 4)).astype("float32")
+    y = conv(x).numpy()
+    np.testing.assert_allclose(y[..., :4], x, atol=1e-6)  # identity for min(in, out) = 4 filters
+    assert np.abs(kernel[..., 4:]).max() > 0  # the other filters are random
+    assert np.abs(kernel[..., 4:]).max() <= 1 / np.sqrt(9 * 4) + 1e-6  # U(+-1/sqrt(fan_in))
+    wide_in = init((3, 3, 6, 4)).numpy()  # more inputs than outputs: every filter is an identity
+    assert np.count_nonzero(wide_in) == 4 and wide_in[1, 1, 3, 3] == 1

@@ -344,3 +344,52 @@ def test_resnet_recipe_full_profile_uses_gpu_switches():
     assert set(cc.FULL_PROFILE_TARGETS) == {"resnet20", "flagship"}
     with pytest.raises(ValueError, match="Unknown ResNet"):
         cc.resnet_recipe("quick", lr=1)
+
+
+# ------------------------------------------------------------------------------------------------
+# Flagship pieces: BatchNorm-bias learning rate, Lookahead, test-time augmentation
+
+
+def _one_sgd_step(bias_scaler):
+    var, other = tf.Variable([1.0, 2.0]), tf.Variable([1.0, 2.0])
+    opt = cc.SGDScaledBiases([var], bias_scaler, learning_rate=0.1, momentum=0.9)
+    grad = tf.constant([0.5, -1.0])
+    opt.apply_gradients([(grad, var), (grad, other)])
+    return var.numpy() - 1 - np.array([0, 1]), other.numpy() - 1 - np.array([0, 1])
+
+
+def test_sgd_scaled_biases_steps_only_the_listed_variables_further():
+    scaled, unscaled = _one_sgd_step(8.0)
+    np.testing.assert_allclose(unscaled, [-0.05, 0.1], rtol=1e-6)  # plain SGD: -lr * grad
+    np.testing.assert_allclose(scaled, 8 * unscaled, rtol=1e-6)
+
+
+def test_lookahead_averages_and_ends_on_the_slow_weights():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    x, y = np.random.default_rng(0).normal(size=(64, 4)), np.zeros((64, 3))
+    averaging = cc.Lookahead(total_steps=8, period=2, max_decay=0.9)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[averaging])
+    for slow, w in zip(averaging.slow, model.weights):
+        np.testing.assert_array_equal(slow.numpy(), w.numpy())
+    before = [w.numpy() for w in model.weights]
+    for w in model.weights:
+        w.assign(w + 1.0)
+    averaging._sync(0.25)  # slow = 0.25 * slow + 0.75 * weights, and the weights jump to it
+    for b, w in zip(before, model.weights):
+        np.testing.assert_allclose(w.numpy(), b + 0.75, rtol=1e-6)
+
+
+def test_predict_tta_views():
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(inputs)))
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (6, 32, 32, 3)).astype("uint8")
+    plain, mirror, shifted = (cc.predict_tta(model, x, flip=f, translate=t) for f, t in
+                              [(False, 0), (True, 0), (True, 1)])
+    for p in (plain, mirror, shifted):
+        np.testing.assert_allclose(p.sum(1), 1, rtol=1e-5)
+    assert not np.allclose(plain, mirror) and not np.allclose(mirror, shifted)  # position matters here
+    flat = np.full((2, 32, 32, 3), 128, "uint8")  # every view of a flat image is the same image
+    np.testing.assert_allclose(cc.predict_tta(model, flat, translate=1), cc.predict_tta(model, flat, flip=False),
+                               rtol=1e-5)
