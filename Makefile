@@ -47,8 +47,11 @@ chapter: $(BIN)/.synced
 	CIFAR_COURSE_PROFILE=$(PROFILE) $(BIN)/jupyter-execute --inplace --timeout=-1 \
 	  _build/executed/$(notdir $(basename $(CHAPTER))).ipynb
 
+# Real CIFAR-10 needed (CIFAR_COURSE_DATA); about 30 minutes on a 2-core CPU.
 benchmark: $(BIN)/.synced
 	$(BIN)/python benchmarks/pipeline_throughput.py
+	$(BIN)/python benchmarks/flagship.py --budget 5min
+	$(BIN)/python benchmarks/flagship.py --budget 15min --eval-every 8
 
 clean:
 	rm -rf _build results

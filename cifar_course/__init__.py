@@ -22,7 +22,8 @@ from .data import (  # noqa: E402
     load_cifar10, load_image_folder, load_image_tree, subset,
 )
 from .pipeline import (  # noqa: E402
-    AUGMENTATIONS, channel_stats, make_dataset, normalize, pad_crop_flip, random_affine,
+    AUGMENTATIONS, channel_stats, make_alternating_flip_dataset, make_dataset, normalize, pad_crop_flip,
+    random_affine,
 )
 from .results import (  # noqa: E402
     compare_with_reference, load_results, record, reference, results_table,
@@ -37,7 +38,9 @@ from .train import (  # noqa: E402
     make_loss, make_optimizer, make_schedule, plot_schedule, schedule_values, train, use_mixed_precision,
 )
 from .models import PartialIdentity, build_flagship, init_whitening  # noqa: E402
-from .train import EpochEval, Lookahead, SGDScaledBiases, flagship_recipe, predict_tta, train_flagship  # noqa: E402
+from .train import (  # noqa: E402
+    FLAGSHIP_15_MINUTES, EpochEval, Lookahead, SGDScaledBiases, flagship_recipe, predict_tta, train_flagship,
+)
 from .models import layer_table  # noqa: E402
 from .tables import markdown_table, show_table  # noqa: E402
 from .train import plot_history  # noqa: E402

@@ -342,7 +342,8 @@ def representative_dataset(x, count: int = 200, batch_size: int = 1):
     return gen
 
 
-def to_tflite(model, mode: str = "float32", representative_data=None, path=None) -> bytes:
+def to_tflite(model, mode: str = "float32", representative_data=None, path=None,
+              sparse: bool = False) -> bytes:
     """Convert a Keras model to a TFLite flatbuffer (returned as bytes, also written to `path`).
 
     mode: "float32" (no quantization); "dynamic" (weights stored as int8, activations float: no data
@@ -350,12 +351,16 @@ def to_tflite(model, mode: str = "float32", representative_data=None, path=None)
     hundred standardized training images or a generator from `representative_dataset`). A model made by
     `build_qat_model` carries its own ranges: use mode="int8" with no data.
     Inputs and outputs stay float32 so every variant is called the same way.
+    sparse=True stores mostly-zero weight tensors (a pruned model's) in TFLite's sparse format, so the
+    file shrinks without a compressor; the interpreter expands them when it loads the model.
     """
     if mode not in TFLITE_MODES:
         raise ValueError(f"Unknown TFLite mode {mode!r}; choose one of {', '.join(TFLITE_MODES)}.")
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if mode in ("dynamic", "int8"):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if sparse:
+        converter.optimizations = [*converter.optimizations, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
     if mode == "int8":
         is_qat = any("quantize" in type(layer).__name__.lower() for layer in model.layers)
         if representative_data is None and not is_qat:

@@ -169,7 +169,8 @@ class PartialIdentity(keras.initializers.Initializer):
 
     def __init__(self, base=None):
         # PyTorch's default conv init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as airbench uses.
-        self.base = keras.initializers.get(base or keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform"))
+        pytorch_default = keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform")
+        self.base = keras.initializers.get(base or pytorch_default)
 
     def __call__(self, shape, dtype=None, **kwargs):
         import numpy as np

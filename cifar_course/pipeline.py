@@ -40,9 +40,9 @@ def normalize(images, stats=None):
 # Augmentation recipes: float batches (B, H, W, C) in, same shape out.
 
 
-def pad_crop_flip(images, pad: int = 4):
-    """Random translation by up to `pad` pixels (reflect padding, then a random crop) and a random
-    horizontal flip, with a different offset for every image of the batch.
+def pad_crop_flip(images, pad: int = 4, flip: bool = True):
+    """Random translation by up to `pad` pixels (reflect padding, then a random crop) and (flip=True) a
+    random horizontal flip, with a different offset for every image of the batch.
 
     The crop and the flip are one gather from the padded batch (flipping just reverses the column
     indices), so the whole batch costs one pad and one gather: no per-image work.
@@ -52,9 +52,9 @@ def pad_crop_flip(images, pad: int = 4):
     padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
     dy = tf.random.uniform([batch], 0, 2 * pad + 1, dtype=tf.int32)
     dx = tf.random.uniform([batch], 0, 2 * pad + 1, dtype=tf.int32)
-    flip = tf.random.uniform([batch]) < 0.5
+    mirror = tf.random.uniform([batch]) < (0.5 if flip else 0.0)
     cols = tf.range(width)[None, :]
-    cols = tf.where(flip[:, None], width - 1 - cols, cols) + dx[:, None]  # (B, W)
+    cols = tf.where(mirror[:, None], width - 1 - cols, cols) + dx[:, None]  # (B, W)
     rows = tf.range(height)[None, :] + dy[:, None]  # (B, H)
     # Index of every output pixel in the padded batch flattened to (B * H' * W', C).
     index = ((tf.range(batch)[:, None, None] * (height + 2 * pad) + rows[:, :, None]) * (width + 2 * pad)
@@ -136,6 +136,34 @@ def make_dataset(x, y, batch_size: int = 128, training: bool = False, augment=No
             labels = tf.one_hot(labels, num_classes)
         return images, labels
 
+    return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def make_alternating_flip_dataset(x, y, epochs: int, batch_size: int, pad: int = 2, stats=None,
+                                  seed: int = 0):
+    """Training batches for all `epochs` at once (fit with steps_per_epoch=len(x) // batch_size), with
+    airbench's alternating flip: each image is mirrored at random once, and then every odd epoch all of
+    them are, so each image is seen in both orientations in turn instead of by a coin toss per epoch.
+    Each image is also shifted by up to `pad` pixels (reflect padding), anew every epoch.
+    """
+    x, y = np.asarray(x), np.asarray(y).reshape(-1).astype(np.int32)
+    if len(x) != len(y):
+        raise ValueError(f"{len(x)} images but {len(y)} labels.")
+    n = len(x)
+    mirrored_first = np.random.default_rng(seed).random(n) < 0.5
+    x = np.where(mirrored_first[:, None, None, None], x[:, :, ::-1], x)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).cache()
+    ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True).repeat(epochs).enumerate()
+
+    def prepare(index, example):
+        images, labels = example
+        images = tf.cast(images, tf.float32)
+        odd_epoch = (index // n) % 2 == 1  # (B,): the epoch each image belongs to
+        images = tf.where(odd_epoch[:, None, None, None], tf.reverse(images, axis=[2]), images)
+        images = pad_crop_flip(images, pad=pad, flip=False)
+        return normalize(images, stats), labels
+
+    ds = ds.batch(batch_size, drop_remainder=True)
     return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 

@@ -192,8 +192,8 @@ def current_learning_rate(optimizer) -> float:
     """The learning rate the optimizer uses at its current step (schedules included)."""
     lr = getattr(optimizer, "_learning_rate", None)  # Keras keeps the schedule object here
     if not isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
-        lr = optimizer.learning_rate
-    else:
+        lr = optimizer.learning_rate  # legacy optimizers and tfa wrappers hand the schedule out here
+    if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
         lr = lr(optimizer.iterations)
     return float(keras.backend.get_value(lr))
 
@@ -323,13 +323,14 @@ def train(model, train_ds, epochs: int, val_ds=None, *, optimizer="adam", learni
           metrics=("accuracy",), checkpoint_dir=None, tensorboard_dir=None,
           early_stopping_patience: int | None = None, callbacks=(), progress_every: int | None = 1,
           jit_compile: bool | None = None, steps_per_execution: int = 1, verbose: int = 0,
-          compile: bool = True):
+          compile: bool = True, steps_per_epoch: int | None = None):
     """Compile `model` and fit it on `train_ds` (a batched tf.data dataset of (images, labels)).
 
     optimizer: "adam", "adamw", "sgd" or a keras optimizer (then learning_rate/schedule/weight_decay/
         clipnorm are ignored). schedule: a name from SCHEDULES (sized from epochs and the dataset's batch
         count, peak learning_rate, linear warm-up over warmup_epochs) or a LearningRateSchedule.
     Labels may be integers or one-hot; with label_smoothing > 0 integer labels are one-hot encoded here.
+    steps_per_epoch: for a dataset that holds all epochs at once (make_alternating_flip_dataset).
     checkpoint_dir: back up at every epoch end; calling train again after an interruption resumes at the
         first unfinished epoch. compile=False fits a model you compiled yourself.
     Returns Keras' History, with `history.wall_time_s` (the whole fit) added.
@@ -348,14 +349,13 @@ def train(model, train_ds, epochs: int, val_ds=None, *, optimizer="adam", learni
         sparse = False
 
     if compile:
-        steps_per_epoch = int(train_ds.cardinality())
+        batches = steps_per_epoch or int(train_ds.cardinality())
         if isinstance(schedule, str):
-            if steps_per_epoch < 1:
+            if batches < 1:
                 raise ValueError("A named schedule needs a dataset of known length (tf.data cardinality); "
                                  "pass a LearningRateSchedule made with make_schedule instead.")
-            schedule = make_schedule(schedule, learning_rate, epochs * steps_per_epoch,
-                                     warmup_steps=int(warmup_epochs * steps_per_epoch),
-                                     steps_per_epoch=steps_per_epoch)
+            schedule = make_schedule(schedule, learning_rate, epochs * batches,
+                                     warmup_steps=int(warmup_epochs * batches), steps_per_epoch=batches)
         with model.distribute_strategy.scope():  # optimizer variables live where the model's do
             if isinstance(optimizer, str):
                 optimizer = make_optimizer(optimizer, schedule if schedule is not None else learning_rate,
@@ -371,7 +371,7 @@ def train(model, train_ds, epochs: int, val_ds=None, *, optimizer="adam", learni
                                    progress_every) + list(callbacks)
     start = time.perf_counter()
     history = model.fit(train_ds, epochs=epochs, validation_data=val_ds, callbacks=all_callbacks,
-                        verbose=verbose)
+                        verbose=verbose, steps_per_epoch=steps_per_epoch)
     history.wall_time_s = time.perf_counter() - start
     return history
 
@@ -383,15 +383,16 @@ def train(model, train_ds, epochs: int, val_ds=None, *, optimizer="adam", learni
 def flagship_recipe(profile=None, **overrides) -> dict:
     """Hyperparameters of the flagship recipe for a profile (a Profile or its name); keyword overrides.
 
-    quick: sized for a 2-core laptop CPU (the accuracy/time it reaches is measured in
-    benchmarks/flagship.py); full: airbench94's widths on one GPU, a target not measured here.
+    quick: sized for about 5 minutes of training on a 2-core laptop CPU (FLAGSHIP_15_MINUTES for the
+    longer budget; both measured in benchmarks/flagship.py); full: airbench94's widths on one GPU, a
+    target not measured here.
     """
     from . import config
 
     prof = config.profile(profile) if profile is None or isinstance(profile, str) else profile
     recipe = {
         "widths": prof.choose(smoke=(16, 32, 32), quick=(32, 128, 128), full=(64, 256, 256)),
-        "epochs": prof.choose(smoke=2, quick=8, full=10),
+        "epochs": prof.choose(smoke=2, quick=7, full=10),
         "batch_size": prof.choose(smoke=128, quick=512, full=1024),
         # Peak learning rate of SGD (mean loss, Nesterov momentum 0.85): airbench's 11.5 per 1024 examples
         # divided by its momentum gain 1 + 1/(1 - 0.85) = 7.67, i.e. 1.5 for a batch of 1024.
@@ -400,6 +401,7 @@ def flagship_recipe(profile=None, **overrides) -> dict:
         "weight_decay": 9e-3,  # decoupled: weights shrink by lr * weight_decay per step
         "label_smoothing": 0.2,
         "translate": 2,  # random shift by up to 2 pixels (reflect padding), plus horizontal flips
+        "alternating_flip": True,  # each image's flip alternates between epochs (airbench)
         "schedule": {"initial_fraction": 0.2, "peak_fraction": 0.23, "final_fraction": 0.07},
         "activation": "gelu",
         "mixed_precision": prof.choose(smoke=None, quick="mixed_bfloat16", full="mixed_float16"),
@@ -415,6 +417,10 @@ def flagship_recipe(profile=None, **overrides) -> dict:
     recipe.update(overrides)
     return recipe
 
+
+# The quick profile's longer budget: airbench94's full widths for 8 epochs, about 15 minutes of training on
+# a 2-core CPU (benchmarks/README.md), for cc.flagship_recipe("quick", **FLAGSHIP_15_MINUTES).
+FLAGSHIP_15_MINUTES = {"widths": (64, 256, 256), "epochs": 8}
 
 # Full-profile (one GPU) accuracy targets. TARGETS, NOT MEASUREMENTS: no GPU was available to the course's
 # authors; the recipes below are configured to reach them (mean of several seeds).
@@ -511,7 +517,8 @@ class EpochEval(keras.callbacks.Callback):
     def __init__(self, x, y, stats=None, tta_level: int = 1, every: int = 1):
         super().__init__()
         if tta_level not in (0, 1, 2):
-            raise ValueError(f"tta_level must be 0 (none), 1 (mirror) or 2 (mirror and shifts), got {tta_level!r}")
+            raise ValueError(f"tta_level must be 0 (none), 1 (mirror) or 2 (mirror and shifts), "
+                             f"got {tta_level!r}")
         self.x, self.y, self.stats, self.every = x, np.asarray(y).ravel(), stats, every
         self.tta_level = tta_level
         self.rows = []
@@ -543,7 +550,7 @@ def train_flagship(data, recipe: dict | None = None, eval_every: int | None = No
     """
     from .config import seed_everything
     from .models import build_flagship, init_whitening
-    from .pipeline import channel_stats, make_dataset, normalize, pad_crop_flip
+    from .pipeline import channel_stats, make_alternating_flip_dataset, make_dataset, normalize, pad_crop_flip
 
     recipe = recipe or flagship_recipe()
     (x_train, y_train), (x_test, y_test) = data
@@ -553,14 +560,19 @@ def train_flagship(data, recipe: dict | None = None, eval_every: int | None = No
         keras.mixed_precision.set_global_policy(recipe["mixed_precision"])
     try:
         stats = channel_stats(x_train)
-        translate = recipe["translate"]
-        train_ds = make_dataset(x_train, y_train, batch_size=recipe["batch_size"], training=True,
-                                augment=lambda b: pad_crop_flip(b, pad=translate), stats=stats, seed=seed)
+        translate, batch_size = recipe["translate"], recipe["batch_size"]
+        steps_per_epoch = len(x_train) // batch_size
+        if recipe["alternating_flip"]:
+            train_ds = make_alternating_flip_dataset(x_train, y_train, recipe["epochs"], batch_size,
+                                                     pad=translate, stats=stats, seed=seed)
+        else:
+            train_ds = make_dataset(x_train, y_train, batch_size=batch_size, training=True, stats=stats,
+                                    augment=lambda b: pad_crop_flip(b, pad=translate), seed=seed)
         model = build_flagship(widths=recipe["widths"], activation=recipe["activation"])
         # A random sample: loaders may return images sorted by class.
         sample = np.random.default_rng(seed).choice(len(x_train), min(5000, len(x_train)), replace=False)
         init_whitening(model, normalize(x_train[np.sort(sample)], stats).numpy())
-        steps = int(train_ds.cardinality()) * recipe["epochs"]
+        steps = steps_per_epoch * recipe["epochs"]
         lr = recipe["learning_rate_per_1024"] * recipe["batch_size"] / 1024
         schedule = make_schedule("onecycle", lr, steps, **recipe["schedule"])
         bn_biases = [layer.beta for layer in model.layers
@@ -570,10 +582,10 @@ def train_flagship(data, recipe: dict | None = None, eval_every: int | None = No
         evaluator = EpochEval(x_test, y_test, stats, tta_level=recipe["tta_level"],
                               every=eval_every or recipe["epochs"])
         averaging = [Lookahead(steps)] if recipe["lookahead"] else []
-        # Lookahead first: the evaluation after the last epoch must see the averaged weights.
         history = train(model, train_ds, recipe["epochs"], optimizer=opt,
                         label_smoothing=recipe["label_smoothing"], jit_compile=recipe["jit_compile"],
-                        callbacks=[*averaging, evaluator, *callbacks], progress_every=progress_every)
+                        callbacks=[*averaging, evaluator, *callbacks], progress_every=progress_every,
+                        steps_per_epoch=steps_per_epoch)
     finally:
         use_mixed_precision(False)
     history.train_time_s = evaluator.train_time

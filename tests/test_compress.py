@@ -107,8 +107,13 @@ def test_pruning_reaches_target_sparsity(tiny, data, tflites):
     s = C.sparsity(stripped)
     assert abs(s["overall"] - 0.7) < 0.02
     assert C.sparsity(tiny)["overall"] < 0.01
-    dense, sparse = tflites["float32"], C.to_tflite(stripped)
-    assert C.file_sizes(sparse)["gzip_bytes"] < 0.6 * C.file_sizes(dense)["gzip_bytes"]
+    dense, pruned = tflites["float32"], C.to_tflite(stripped)
+    assert C.file_sizes(pruned)["gzip_bytes"] < 0.6 * C.file_sizes(dense)["gzip_bytes"]
+    assert C.file_sizes(pruned)["raw_bytes"] > 0.9 * C.file_sizes(dense)["raw_bytes"]  # zeros stored densely
+    sparse_format = C.to_tflite(stripped, sparse=True)
+    assert C.file_sizes(sparse_format)["raw_bytes"] < 0.6 * C.file_sizes(pruned)["raw_bytes"]
+    same = C.TFLiteModel(sparse_format).predict(x[:8]), C.TFLiteModel(pruned).predict(x[:8])
+    np.testing.assert_allclose(*same, atol=1e-6)  # the same model, stored differently
     with pytest.raises(ValueError, match="at least 2"):
         C.pruning_steps(1, 1)
 

@@ -393,3 +393,13 @@ def test_predict_tta_views():
     flat = np.full((2, 32, 32, 3), 128, "uint8")  # every view of a flat image is the same image
     np.testing.assert_allclose(cc.predict_tta(model, flat, translate=1), cc.predict_tta(model, flat, flip=False),
                                rtol=1e-5)
+
+
+def test_current_learning_rate_reads_schedules_through_tfa_wrappers():
+    import tensorflow_addons as tfa
+
+    schedule = make_schedule("cosine", 0.1, total_steps=10)
+    wrapped = tfa.optimizers.Lookahead(keras.optimizers.legacy.SGD(schedule))
+    assert current_learning_rate(wrapped) == pytest.approx(0.1)
+    wrapped.iterations.assign(5)
+    assert current_learning_rate(wrapped) == pytest.approx(float(schedule(5)))
