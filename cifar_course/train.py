@@ -400,7 +400,7 @@ def flagship_recipe(profile=None, **overrides) -> dict:
         "momentum": 0.85,
         "weight_decay": 9e-3,  # decoupled: weights shrink by lr * weight_decay per step
         "label_smoothing": 0.2,
-        "translate": 2,  # random shift by up to 2 pixels (reflect padding), plus horizontal flips
+        "translate": 2,  # random shift by up to 2 pixels (reflect padding), plus horizontal flips:
         "alternating_flip": True,  # each image's flip alternates between epochs (airbench)
         "schedule": {"initial_fraction": 0.2, "peak_fraction": 0.23, "final_fraction": 0.07},
         "activation": "gelu",
@@ -489,6 +489,7 @@ class Lookahead(keras.callbacks.Callback):
     are the slow copy. BatchNorm statistics are averaged with the weights.
 
     tfa.optimizers.Lookahead is the classic form (fixed step size) but wraps only legacy optimizers.
+    The slow copy is not checkpointed: a resumed run restarts the averaging from the restored weights.
     """
 
     def __init__(self, total_steps: int, period: int = 5, max_decay: float = 0.95 ** 5):
