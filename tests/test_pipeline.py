@@ -130,3 +130,8 @@ def test_pad_crop_without_flip_only_shifts():
     x = tf.constant(np.random.default_rng(1).normal(size=(16, 8, 8, 3)), tf.float32)
     out = cc.pad_crop_flip(x, pad=0, flip=False)
     np.testing.assert_array_equal(out.numpy(), x.numpy())
+
+
+def test_alternating_flip_dataset_refuses_mismatched_labels():
+    with pytest.raises(ValueError, match="10 images but 9 labels"):
+        cc.make_alternating_flip_dataset(np.zeros((10, 8, 8, 3), "uint8"), np.zeros(9), epochs=1, batch_size=2)

@@ -403,3 +403,8 @@ def test_current_learning_rate_reads_schedules_through_tfa_wrappers():
     assert current_learning_rate(wrapped) == pytest.approx(0.1)
     wrapped.iterations.assign(5)
     assert current_learning_rate(wrapped) == pytest.approx(float(schedule(5)))
+
+
+def test_epoch_eval_refuses_an_unknown_tta_level():
+    with pytest.raises(ValueError, match="tta_level must be"):
+        cc.EpochEval(np.zeros((2, 32, 32, 3), "uint8"), np.zeros(2), tta_level=3)
