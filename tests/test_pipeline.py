@@ -134,4 +134,5 @@ def test_pad_crop_without_flip_only_shifts():
 
 def test_alternating_flip_dataset_refuses_mismatched_labels():
     with pytest.raises(ValueError, match="10 images but 9 labels"):
-        cc.make_alternating_flip_dataset(np.zeros((10, 8, 8, 3), "uint8"), np.zeros(9), epochs=1, batch_size=2)
+        cc.make_alternating_flip_dataset(np.zeros((10, 8, 8, 3), "uint8"), np.zeros(9), epochs=1,
+                                         batch_size=2)
