@@ -237,7 +237,7 @@ def load_image_tree(path, class_names=CLASS_NAMES, resize: bool = False) -> Spli
                 f"{path} has no {split}/ folder. An image tree needs {path}/train/<class>/ and "
                 f"{path}/test/<class>/."
             )
-    cache = _tree_cache_path(path)
+    cache = _tree_cache_path(path, class_names, resize)
     if cache and cache.is_file():
         with np.load(cache) as f:
             return Splits((f["x_train"], f["y_train"]), (f["x_test"], f["y_test"]),
@@ -253,11 +253,15 @@ def load_image_tree(path, class_names=CLASS_NAMES, resize: bool = False) -> Spli
                   source=f"cifar10 image folder ({path})", class_names=names)
 
 
-def _tree_cache_path(path: Path):
-    """A decoded copy in the data dir, keyed by the tree's location and file count (None if unwritable)."""
+def _tree_cache_path(path: Path, class_names, resize: bool):
+    """A decoded copy in the data dir (None if unwritable), keyed by the tree's location, its files' count,
+    total size and latest change, and the load options: adding, removing or editing an image re-decodes."""
     try:
-        count = sum(1 for _ in path.glob("*/*/*"))
-        key = hashlib.sha256(f"{path.resolve()}:{count}".encode()).hexdigest()[:16]
+        stats = [f.stat() for f in path.glob("*/*/*")]
+        fingerprint = (path.resolve(), len(stats), sum(st.st_size for st in stats),
+                       max((st.st_mtime_ns for st in stats), default=0), class_names and tuple(class_names),
+                       bool(resize))
+        key = hashlib.sha256(repr(fingerprint).encode()).hexdigest()[:16]
         return config.data_dir() / "decoded" / f"tree-{key}.npz"
     except OSError:
         return None

@@ -3,6 +3,7 @@
 import hashlib
 import io
 import pickle
+import os
 import tarfile
 
 import numpy as np
@@ -93,6 +94,18 @@ def test_image_tree_loads_and_uses_its_cache(tmp_path, cache):
     assert list((cache / "decoded").glob("tree-*.npz"))
     second = cc.load_image_tree(tmp_path / "tree")
     assert np.array_equal(first[0][0], second[0][0]) and np.array_equal(first[1][1], second[1][1])
+    assert len(list((cache / "decoded").glob("tree-*.npz"))) == 1  # the second load used the cache
+
+
+def test_image_tree_cache_notices_an_edited_image(tmp_path, cache):
+    write_tree(tmp_path / "tree")
+    first = cc.load_image_tree(tmp_path / "tree")
+    edited = tmp_path / "tree" / "train" / "cat" / "0.png"  # same name, same file count, new pixels
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(edited)
+    os.utime(edited, ns=(edited.stat().st_atime_ns, edited.stat().st_mtime_ns + 10**9))
+    second = cc.load_image_tree(tmp_path / "tree")
+    red = (second[0][0] == [255, 0, 0]).all(axis=(1, 2, 3))
+    assert red.sum() == 1 and not (first[0][0] == [255, 0, 0]).all(axis=(1, 2, 3)).any()
 
 
 def make_archive(tmp_path, n=10):
