@@ -39,7 +39,8 @@ from .train import (  # noqa: E402
 )
 from .models import PartialIdentity, build_flagship, init_whitening  # noqa: E402
 from .train import (  # noqa: E402
-    FLAGSHIP_15_MINUTES, EpochEval, Lookahead, SGDScaledBiases, flagship_recipe, predict_tta, train_flagship,
+    FLAGSHIP_15_MINUTES, FLAGSHIP_SGD, EpochEval, Lookahead, Muon, SGDScaledBiases, flagship_recipe,
+    orthogonalize, predict_tta, train_flagship,
 )
 from .models import layer_table  # noqa: E402
 from .tables import markdown_table, show_table  # noqa: E402

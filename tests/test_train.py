@@ -325,6 +325,9 @@ def test_flagship_recipe_per_profile_and_overrides():
     assert cc.flagship_recipe("quick", epochs=3)["epochs"] == 3 != quick["epochs"]
     with pytest.raises(ValueError, match="Unknown flagship"):
         cc.flagship_recipe("quick", epoch=3)
+    with pytest.raises(ValueError, match="optimizer must be 'muon' or 'sgd'"):
+        cc.flagship_recipe("quick", optimizer="adam")
+    assert quick["optimizer"] == "muon" and cc.flagship_recipe("quick", **cc.FLAGSHIP_SGD)["lookahead"]
 
 
 def test_train_flagship_learns_on_a_small_synthetic_run():
@@ -335,6 +338,13 @@ def test_train_flagship_learns_on_a_small_synthetic_run():
     assert rows[-1]["test_acc"] > 0.2  # chance is 0.1 (standard error 0.02 on 256 images)
     assert keras.mixed_precision.global_policy().name == "float32"  # switched back afterwards
     assert not model.get_layer("whiten").trainable
+
+
+def test_train_flagship_with_sgd_and_lookahead_learns_on_a_small_synthetic_run():
+    data = cc.make_synthetic(1024, 256, seed=0)
+    recipe = cc.flagship_recipe("smoke", **{**cc.FLAGSHIP_SGD, "batch_size": 128, "epochs": 3})
+    _, _, rows = cc.train_flagship(data, recipe, progress_every=None)
+    assert rows[-1]["test_acc"] > 0.2  # chance is 0.1 (standard error 0.02 on 256 images)
 
 
 def test_resnet_recipe_full_profile_uses_gpu_switches():
@@ -362,6 +372,53 @@ def test_sgd_scaled_biases_steps_only_the_listed_variables_further():
     scaled, unscaled = _one_sgd_step(8.0)
     np.testing.assert_allclose(unscaled, [-0.05, 0.1], rtol=1e-6)  # plain SGD: -lr * grad
     np.testing.assert_allclose(scaled, 8 * unscaled, rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(576, 64), (64, 576)])
+def test_orthogonalize_keeps_singular_vectors_and_evens_out_singular_values(shape):
+    rng = np.random.default_rng(0)
+    u, _ = np.linalg.qr(rng.normal(size=(shape[0], min(shape))))
+    v, _ = np.linalg.qr(rng.normal(size=(shape[1], min(shape))))
+    spread = np.geomspace(0.3, 10, min(shape))  # singular values 33x apart
+    matrix = (u * spread) @ v.T
+    out = cc.orthogonalize(tf.constant(matrix, tf.float32)).numpy()
+    assert out.shape == shape
+    singular_values = np.linalg.svd(out, compute_uv=False)
+    assert 0.3 < singular_values.min() and singular_values.max() < 1.3  # now within about 3x of 1
+    # Same singular vectors: u.T @ out @ v is diagonal (the new singular values), up to round-off.
+    core = u.T @ out @ v
+    off_diagonal = core - np.diag(np.diag(core))
+    assert np.abs(off_diagonal).max() < 1e-2 * np.abs(np.diag(core)).max()
+
+
+def test_muon_orthogonalizes_kernel_steps_and_leaves_the_rest_to_sgd():
+    rng = np.random.default_rng(0)
+    kernel = tf.Variable(rng.normal(size=(3, 3, 4, 8)).astype("float32"))
+    bias, head = tf.Variable(np.ones(8, "float32")), tf.Variable(np.ones((8, 2), "float32"))
+    opt = cc.Muon([kernel], muon_learning_rate=0.2, muon_momentum=0.5, scaled_variables=[bias],
+                  bias_scaler=4.0, learning_rate=0.1, momentum=0.9, nesterov=True, weight_decay=0.1)
+    grads = [tf.constant(rng.normal(size=v.shape).astype("float32")) for v in (kernel, bias, head)]
+    before = [v.numpy() for v in (kernel, bias, head)]
+    opt.apply_gradients(zip(grads, [kernel, bias, head]))
+    # The kernel: rescaled to norm sqrt(8 filters), then minus 0.2 times the orthogonalized Nesterov step
+    # (first step: momentum = gradient, step = (1 + 0.5) * gradient); no weight decay.
+    rescaled = before[0] * np.sqrt(8) / np.linalg.norm(before[0])
+    step = cc.orthogonalize(tf.reshape(1.5 * grads[0], [-1, 8])).numpy().reshape(3, 3, 4, 8)
+    np.testing.assert_allclose(kernel.numpy(), rescaled - 0.2 * step, rtol=1e-4, atol=1e-5)
+    # The others: Nesterov SGD (first step: -(1 + 0.9) * lr * grad), the bias with 4x the gradient, and
+    # decoupled weight decay (applied first) of lr * 0.1 of the weights.
+    for var, old, grad, scale in [(bias, before[1], grads[1], 4.0), (head, before[2], grads[2], 1.0)]:
+        expected = old * (1 - 0.1 * 0.1) - 1.9 * 0.1 * scale * grad.numpy()
+        np.testing.assert_allclose(var.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_muon_refuses_a_schedule_that_starts_at_zero():
+    kernel = tf.Variable(np.ones((3, 3, 2, 2), "float32"))
+    from_zero = cc.make_schedule("onecycle", 0.1, total_steps=10, initial_fraction=0.0)
+    for learning_rate in (from_zero, 0.0):
+        with pytest.raises(ValueError, match="starts above 0"):
+            cc.Muon([kernel], learning_rate=learning_rate)
+    cc.Muon([kernel], learning_rate=cc.make_schedule("onecycle", 0.1, total_steps=10))  # starts at 0.01
 
 
 def test_lookahead_averages_and_ends_on_the_slow_weights():
