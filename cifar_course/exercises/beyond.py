@@ -1,4 +1,5 @@
-"""Checks for the chapters beyond supervised training: SimCLR, distillation, federated learning."""
+"""Checks for the chapters beyond supervised training: SimCLR, distillation, federated learning and what
+comes next."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 
 from . import report
 
-__all__ = ["check_negatives", "check_soft_targets", "check_fedavg_average"]
+__all__ = ["check_negatives", "check_soft_targets", "check_fedavg_average", "check_head_params"]
 
 
 def check_negatives(answer, batch_size: int = 256, loss: str = "nt_xent") -> bool:
@@ -36,3 +37,13 @@ def check_fedavg_average(answer, client_weights=(1.0, 2.0, 4.0), client_sizes=(1
     ok = answer is not None and np.allclose(answer, expected, atol=1e-6)
     return report(ok, f"{expected:g}: clients count in proportion to their number of examples.",
                   "weight each client's value by its share of all training examples, then add up.")
+
+
+def check_head_params(answer, features: int = 64, num_classes: int = 100) -> bool:
+    """Parameters a new classification head adds: one Dense layer from `features` to `num_classes`."""
+    expected = features * num_classes + num_classes
+    return report(answer == expected,
+                  f"{expected:,}: a weight per feature and class, plus a bias per class; the encoder is "
+                  "reused as it is.",
+                  "the new head is one Dense layer: count its weight matrix (features x classes), then its "
+                  "biases (one per class).")
