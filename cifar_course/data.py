@@ -240,14 +240,16 @@ def load_image_tree(path, class_names=CLASS_NAMES, resize: bool = False) -> Spli
     cache = _tree_cache_path(path, class_names, resize)
     if cache and cache.is_file():
         with np.load(cache) as f:
+            names = tuple(str(name) for name in f["class_names"]) if "class_names" in f else class_names
             return Splits((f["x_train"], f["y_train"]), (f["x_test"], f["y_test"]),
-                          source=f"cifar10 image folder ({path})", class_names=class_names)
+                          source=f"cifar10 image folder ({path})", class_names=names)
     x_train, y_train, names = load_image_folder(path / "train", class_names, resize)
     x_test, y_test, _ = load_image_folder(path / "test", names, resize)
     if cache:
         cache.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=cache.parent, suffix=".npz", delete=False) as tmp:
-            np.savez(tmp, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+            np.savez(tmp, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
+                     class_names=np.array(names))
         os.replace(tmp.name, cache)
     return Splits((x_train, y_train), (x_test, y_test),
                   source=f"cifar10 image folder ({path})", class_names=names)

@@ -97,6 +97,13 @@ def test_image_tree_loads_and_uses_its_cache(tmp_path, cache):
     assert len(list((cache / "decoded").glob("tree-*.npz"))) == 1  # the second load used the cache
 
 
+def test_image_tree_cache_keeps_class_names_read_from_the_folders(tmp_path, cache):
+    write_tree(tmp_path / "tree", classes=("cats", "dogs"))
+    first = cc.load_image_tree(tmp_path / "tree", class_names=None)
+    second = cc.load_image_tree(tmp_path / "tree", class_names=None)  # from the cache
+    assert first.class_names == second.class_names == ("cats", "dogs")
+
+
 def test_image_tree_cache_notices_an_edited_image(tmp_path, cache):
     write_tree(tmp_path / "tree")
     first = cc.load_image_tree(tmp_path / "tree")
