@@ -38,7 +38,7 @@ def main():
     parser.add_argument("--alternating-flip", type=int, choices=(0, 1))
     parser.add_argument("--tta-level", type=int, choices=(0, 1, 2))
     parser.add_argument("--sgd", action="store_true", help="cc.FLAGSHIP_SGD: airbench94's SGD and Lookahead")
-    parser.add_argument("--muon-lr", type=float)
+    parser.add_argument("--muon-lr", type=float, help="Muon's step size at the start (recipe: 0.24)")
     parser.add_argument("--eval-every", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
