@@ -30,8 +30,9 @@ from .results import (  # noqa: E402
 )
 from .synthetic import SHAPE_NAMES, draw_synthetic, make_synthetic  # noqa: E402
 from .models import (  # noqa: E402
-    MODELS, build_baseline_cnn, build_resnet, build_small_cnn, preact_residual_block, residual_block,
-    se_block,
+    MODELS, build_baseline_cnn, build_mobilenet_v2, build_regularized_resnet, build_resnet,
+    build_separable_cnn, build_small_cnn, inverted_residual_block, outputs_probabilities,
+    preact_residual_block, residual_block, se_block, separable_bn_relu,
 )
 from .train import (  # noqa: E402
     OPTIMIZERS, SCHEDULES, Progress, Schedule, current_learning_rate, distribution_strategy, make_callbacks,
@@ -46,9 +47,9 @@ from .models import layer_table  # noqa: E402
 from .tables import markdown_table, show_table  # noqa: E402
 from .train import plot_history  # noqa: E402
 from .compress import (  # noqa: E402
-    TFLiteModel, build_mobilenet_v2, build_pruned_model, build_qat_model, build_separable_cnn,
-    compare_tflite, count_cost, evaluate_tflite, file_sizes, inverted_residual_block, keras_tflite_gap,
-    pruning_callbacks, pruning_steps, representative_dataset, separable_bn_relu, sparsity, strip_pruning,
+    TFLiteModel, build_pruned_model, build_qat_model,
+    compare_tflite, count_cost, evaluate_tflite, file_sizes, keras_tflite_gap,
+    pruning_callbacks, pruning_steps, representative_dataset, sparsity, strip_pruning,
     time_tflite, to_tflite,
 )
 from .export import (  # noqa: E402
@@ -64,7 +65,7 @@ from .robustness import (  # noqa: E402
     EPSILON, FastAdversarialModel, RobustnessMonitor, background_sensitivity, fgsm, pgd, robust_accuracy,
 )
 from .regularize import (  # noqa: E402
-    StochasticDepth, build_regularized_resnet, cutmix, cutmix_boxes, cutout, l2, mixup,
+    StochasticDepth, cutmix, cutmix_boxes, cutout, l2, mixup,
 )
 from .evaluate import (  # noqa: E402
     calibration_bins, class_report, confusion, evaluate, expected_calibration_error, predict, top_k_accuracy,
