@@ -16,10 +16,10 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 __version__ = "0.1.0"
 
 from . import exercises  # noqa: E402
-from .config import PROFILES, Profile, data_dir, profile, seed_everything  # noqa: E402
+from .config import PROFILES, Profile, data_dir, profile, resolve, seed_everything  # noqa: E402
 from .data import (  # noqa: E402
     CLASS_NAMES, DataError, Splits, check_arrays, describe, download_cifar10, load_batches,
-    load_cifar10, load_image_folder, load_image_tree, subset,
+    load_cifar10, load_image_folder, load_image_tree, stratified_indices, subset,
 )
 from .pipeline import (  # noqa: E402
     AUGMENTATIONS, channel_stats, make_alternating_flip_dataset, make_dataset, normalize, pad_crop_flip,

@@ -42,3 +42,13 @@ def test_compare_with_reference(tmp_path, monkeypatch):
 
 def test_load_results_with_nothing_recorded(tmp_path):
     assert cc.load_results(tmp_path / "none") == [] and cc.results_table([]) == []
+
+
+def test_record_takes_a_profile_by_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("CIFAR_COURSE_RESULTS", str(tmp_path))
+    path = cc.record("99_demo", {"accuracy": 0.5}, "synthetic (seed=0)", profile="quick")  # was AttributeError
+    assert path == tmp_path / "quick" / "99_demo.json" and json.loads(path.read_text())["profile"] == "quick"
+    monkeypatch.setenv("CIFAR_COURSE_PROFILE", "full")
+    assert cc.record("99_demo", {}, "synthetic (seed=0)").parent.name == "full"  # None: the active one
+    monkeypatch.setattr(results, "REFERENCE_DIR", tmp_path)
+    assert cc.reference("99_demo", "quick") == cc.reference("99_demo", cc.profile("quick")) is not None
