@@ -68,11 +68,12 @@ from .regularize import (  # noqa: E402
     StochasticDepth, cutmix, cutmix_boxes, cutout, l2, mixup,
 )
 from .evaluate import (  # noqa: E402
-    calibration_bins, class_report, confusion, evaluate, expected_calibration_error, predict, top_k_accuracy,
+    calibration_bins, class_report, confusion, evaluate, expected_calibration_error, predict, predict_outputs,
+    top_k_accuracy,
     worst_mistakes,
 )
 from .plots import plot_confusion_matrix, plot_mistakes, plot_reliability  # noqa: E402
-from .pipeline import make_image_data_generator, measure_throughput  # noqa: E402
+from .pipeline import make_image_data_generator, measure_throughput, standardize  # noqa: E402
 from .plots import plot_augmentations, plot_class_balance, plot_image_grid  # noqa: E402
 from .simclr import (  # noqa: E402
     SimCLR, build_classifier, build_projection_head, encoder_from, extract_features, knn_accuracy,

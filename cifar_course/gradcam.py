@@ -17,6 +17,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow import keras
 
+from .models import final_layer, outputs_probabilities
+
 
 # ------------------------------------------------------------------------------------------------
 # Finding the feature map
@@ -86,20 +88,15 @@ def _capture_output(layer, store: dict, tape):
         del layer.call  # the class's own method shows through again
 
 
-def _last_leaf(model):
-    layer = model.layers[-1]
-    return _last_leaf(layer) if isinstance(layer, keras.Model) else layer
-
-
 @contextlib.contextmanager
 def class_scores(model):
     """While active, the model returns class scores before the softmax (the paper's y_c).
 
     A softmax score saturates: for a confident prediction its gradient is nearly zero everywhere.
     """
-    last = _last_leaf(model)
+    last = final_layer(model)
     activation = getattr(last, "activation", None)
-    is_softmax = activation is keras.activations.softmax or getattr(activation, "__name__", "") == "softmax"
+    is_softmax = outputs_probabilities(model)
     if is_softmax:
         last.activation = keras.activations.linear
     try:

@@ -42,11 +42,14 @@ def hardware() -> dict:
 
 
 def versions() -> dict:
+    import importlib.metadata
+
     import tensorflow as tf
 
-    from . import __version__
-
-    return {"python": sys.version.split()[0], "tensorflow": tf.__version__, "cifar_course": __version__}
+    # From the installed metadata, not `cifar_course.__version__`: importing the package from one of its
+    # modules would be an import cycle.
+    return {"python": sys.version.split()[0], "tensorflow": tf.__version__,
+            "cifar_course": importlib.metadata.version("cifar_course")}
 
 
 def record(chapter: str, metrics: dict, data_source: str, wall_time_s: float | None = None,

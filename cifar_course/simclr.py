@@ -18,6 +18,7 @@ from tensorflow import keras
 from tensorflow.keras import layers
 
 from .data import stratified_indices
+from .evaluate import predict_outputs
 from .pipeline import normalize
 
 # ------------------------------------------------------------------------------------------------
@@ -224,9 +225,7 @@ class SimCLR(keras.Model):
 
 def extract_features(encoder, x, stats=None, batch_size: int = 1000) -> np.ndarray:
     """Frozen-encoder features (N, d) of uint8 images, no augmentation."""
-    ds = tf.data.Dataset.from_tensor_slices(np.asarray(x)).batch(batch_size)
-    ds = ds.map(lambda b: normalize(b, stats))
-    return np.concatenate([encoder(b, training=False).numpy() for b in ds])
+    return predict_outputs(encoder, x, batch_size, preprocess=lambda b: normalize(b, stats))
 
 
 def knn_accuracy(train_features, train_labels, test_features, test_labels, k: int = 20,

@@ -23,6 +23,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow import keras
 
+from .models import outputs_probabilities
+
 SCHEDULES = ("constant", "seed_step", "step", "cosine", "onecycle")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
@@ -351,12 +353,6 @@ def distribution_strategy(kind: str = "auto"):
 # Training
 
 
-def _outputs_probabilities(model) -> bool:
-    """True when the model ends in a softmax (the course's default), False for logits."""
-    activation = getattr(model.layers[-1], "activation", None)
-    return activation is keras.activations.softmax or getattr(activation, "__name__", "") == "softmax"
-
-
 def _label_rank(ds) -> int:
     spec = ds.element_spec
     if not isinstance(spec, tuple) or len(spec) < 2:
@@ -419,7 +415,7 @@ def train(model, train_ds, epochs: int, val_ds=None, *, optimizer="adam", learni
                 optimizer = make_optimizer(optimizer, schedule if schedule is not None else learning_rate,
                                            weight_decay=weight_decay, momentum=momentum, clipnorm=clipnorm)
             if loss is None:
-                loss = make_loss(sparse, from_logits=not _outputs_probabilities(model),
+                loss = make_loss(sparse, from_logits=not outputs_probabilities(model),
                                  label_smoothing=label_smoothing)
             model.compile(optimizer=optimizer, loss=loss, metrics=list(metrics), jit_compile=jit_compile,
                           steps_per_execution=steps_per_execution)

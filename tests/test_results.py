@@ -14,7 +14,7 @@ def test_record_round_trip(tmp_path, monkeypatch):
     saved = json.loads(path.read_text())
     assert saved["metrics"] == {"accuracy": 0.1235, "loss": 2} and saved["synthetic"] is True
     assert saved["wall_time_s"] == 3.2 and saved["versions"]["tensorflow"].startswith("2.14")
-    assert saved["hardware"]["cores"] >= 1
+    assert saved["hardware"]["cores"] >= 1 and saved["versions"]["cifar_course"] == cc.__version__
 
     records = cc.load_results(tmp_path)
     assert [r["chapter"] for r in records] == ["99_demo"] and records[0]["origin"] == "your run"
