@@ -125,7 +125,7 @@ def worst_mistakes(probs, labels, n: int = 16) -> np.ndarray:
     return wrong[np.argsort(-conf, kind="stable")][:n]
 
 
-def evaluate(model, ds, class_names=None, n_bins: int = 15) -> dict:
+def evaluate_model(model, ds, class_names=None, n_bins: int = 15) -> dict:
     """Everything the evaluation chapter reports, in one pass over `ds`.
 
     Returns probs, labels, predicted, top1/top2/top3, ece, confusion (matrix) and report (rows).

@@ -59,9 +59,9 @@ def test_evaluate_runs_over_a_dataset_with_one_hot_or_integer_labels():
     model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
     x = np.random.default_rng(0).normal(size=(20, 4)).astype("float32")
     y = np.arange(20) % 3
-    res_int = cc.evaluate(model, tf.data.Dataset.from_tensor_slices((x, y)).batch(6), ["a", "b", "c"])
-    res_hot = cc.evaluate(model, tf.data.Dataset.from_tensor_slices((x, tf.one_hot(y, 3))).batch(6),
-                          ["a", "b", "c"])
+    res_int = cc.evaluate_model(model, tf.data.Dataset.from_tensor_slices((x, y)).batch(6), ["a", "b", "c"])
+    res_hot = cc.evaluate_model(model, tf.data.Dataset.from_tensor_slices((x, tf.one_hot(y, 3))).batch(6),
+                                ["a", "b", "c"])
     assert res_int["probs"].shape == (20, 3) and res_int["labels"].tolist() == y.tolist()
     assert res_hot["top1"] == res_int["top1"] and res_int["top3"] == 1.0
     assert res_int["confusion"].sum() == 20
