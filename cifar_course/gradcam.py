@@ -5,8 +5,8 @@ The idea (chapter "Grad-CAM"): take the last convolutional feature map A (h, w, 
 the class score y_c (before the softmax) with respect to it; average the gradient over the map to get one
 weight per channel, sum the channels with those weights, keep the positive part, upsample to the image.
 
-`compute_gradcam` works on any Keras model with a convolution: it finds the last spatial feature map itself, also
-inside nested models (a backbone model used as a layer), and computes a whole batch at once.
+`compute_gradcam` works on any Keras model with a convolution: it finds the last spatial feature map
+itself, also inside nested models (a backbone model used as a layer), and computes a whole batch at once.
 """
 
 from __future__ import annotations

@@ -144,10 +144,10 @@ def robust_accuracy(model, x, y, attack: str = "pgd", epsilon: float = EPSILON, 
     if attack not in ATTACKS:
         raise ValueError(f"Unknown attack {attack!r}; choose one of {', '.join(ATTACKS)}.")
     y = np.asarray(y).reshape(-1)
-    x_adv = np.concatenate([
-        ATTACKS[attack](model, x[start:start + batch_size], y[start:start + batch_size], epsilon=epsilon,
-                        stats=stats, **options)
-        for start in range(0, len(y), batch_size)]) if len(y) else np.asarray(x, np.float32)
+    batches = [ATTACKS[attack](model, x[start:start + batch_size], y[start:start + batch_size],
+                               epsilon=epsilon, stats=stats, **options)
+               for start in range(0, len(y), batch_size)]
+    x_adv = np.concatenate(batches) if batches else np.zeros((0, *np.shape(x)[1:]), np.float32)
     return accuracy(model, x_adv, y, stats, batch_size)
 
 

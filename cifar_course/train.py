@@ -356,7 +356,8 @@ def distribution_strategy(kind: str = "auto"):
 def _label_rank(ds) -> int:
     spec = ds.element_spec
     if not isinstance(spec, tuple) or len(spec) < 2:
-        raise ValueError("train_model() needs a dataset of (images, labels) batches, e.g. from cc.make_dataset.")
+        raise ValueError("train_model() needs a dataset of (images, labels) batches, e.g. from "
+                         "cc.make_dataset.")
     return spec[1].shape.rank
 
 

@@ -46,7 +46,7 @@ def test_load_results_with_nothing_recorded(tmp_path):
 
 def test_record_takes_a_profile_by_name(tmp_path, monkeypatch):
     monkeypatch.setenv("CIFAR_COURSE_RESULTS", str(tmp_path))
-    path = cc.record("99_demo", {"accuracy": 0.5}, "synthetic (seed=0)", profile="quick")  # was AttributeError
+    path = cc.record("99_demo", {"accuracy": 0.5}, "synthetic (seed=0)", profile="quick")  # by name
     assert path == tmp_path / "quick" / "99_demo.json" and json.loads(path.read_text())["profile"] == "quick"
     monkeypatch.setenv("CIFAR_COURSE_PROFILE", "full")
     assert cc.record("99_demo", {}, "synthetic (seed=0)").parent.name == "full"  # None: the active one
