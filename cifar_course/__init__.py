@@ -9,7 +9,7 @@
     report = cc.evaluate_model(model, cc.make_dataset(x_test, y_test))
 
 Each module is one concern; the flow of a chapter runs down the first list, and the names below are
-imported in that order. Every function is also reachable through its module (`cc.train.make_optimizer`),
+imported in that order. Every function is also reachable through its module (`cc.models.build_resnet`),
 and no flat name hides a module.
 
 The flow:
