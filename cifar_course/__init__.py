@@ -4,8 +4,39 @@
     p = cc.profile()                                   # smoke | quick | full
     (x_train, y_train), (x_test, y_test) = data = cc.load_cifar10()
     train_ds = cc.make_dataset(x_train, y_train, training=True, augment="padcrop")
+    model = cc.build_resnet(20)
+    history = cc.train_model(model, train_ds, p.epochs)
+    report = cc.evaluate_model(model, cc.make_dataset(x_test, y_test))
 
-Each module is one concern of the course: config, data, synthetic, pipeline, models, results, exercises.
+Each module is one concern; the flow of a chapter runs down the first list, and the names below are
+imported in that order. Every function is also reachable through its module (`cc.models.build_resnet`),
+and no flat name hides a module.
+
+The flow:
+    config        profiles (smoke, quick, full), data choice, seeding; `resolve(profile)`
+    splits        `Splits`, what every loader returns, and CIFAR-10's class names
+    data          loaders (archive, batches, image folders) and their checks, stratified subsets
+    synthetic     the CIFAR-shaped stand-in, pure NumPy, with known object masks
+    pipeline      tf.data pipelines, batch augmentation, standardization
+    models        every network builder (all in `MODELS`), the float32 head, `outputs_probabilities`
+    train         schedules, optimizers (Muon), callbacks, precision and strategies, `train_model`,
+                  the flagship recipe (being split into schedules, optim, train and flagship)
+    evaluate      metrics, calibration, `predict` and the one batched-inference loop
+    plots         figures of data and evaluation
+    tables        row dicts -> Markdown tables
+    results       recording a chapter's figures; reference records; the results page
+Topics, in chapter order:
+    regularize    mixup, CutMix, cutout, stochastic depth, L2
+    troubleshoot  per-step losses, label-sorted data, roughness
+    gradcam       Grad-CAM heatmaps and their localization scores
+    robustness    FGSM, PGD, fast adversarial training, background sensitivity
+    compress      cost counts, quantization, pruning, TFLite conversion and timing
+    export        SavedModel, TFLite and ONNX files with their preprocessing
+    serve         an HTTP inference service for an exported model
+    simclr        contrastive self-supervised pre-training and its evaluation
+    distill       knowledge distillation
+    federated     federated learning with TensorFlow Federated (imported lazily)
+    exercises     the checks learners call on their answers
 """
 
 import os as _os
@@ -15,41 +46,69 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 __version__ = "0.1.0"
 
-from . import exercises  # noqa: E402
-from .config import PROFILES, Profile, data_dir, profile, seed_everything  # noqa: E402
+# ------------------------------------------------------------------------------------------------
+# The flow: profile -> data -> pipeline -> model -> training -> evaluation -> record
+
+from .config import PROFILES, Profile, data_dir, profile, resolve, seed_everything  # noqa: E402
+from .splits import CLASS_NAMES, Splits  # noqa: E402
 from .data import (  # noqa: E402
-    CLASS_NAMES, DataError, Splits, check_arrays, describe, download_cifar10, load_batches,
-    load_cifar10, load_image_folder, load_image_tree, subset,
+    DataError, check_arrays, describe, download_cifar10, load_batches, load_cifar10, load_image_folder,
+    load_image_tree, stratified_indices, subset,
 )
+from .synthetic import SHAPE_NAMES, draw_synthetic, make_synthetic  # noqa: E402
 from .pipeline import (  # noqa: E402
-    AUGMENTATIONS, channel_stats, make_alternating_flip_dataset, make_dataset, normalize, pad_crop_flip,
-    random_affine,
+    AUGMENTATIONS, channel_stats, make_alternating_flip_dataset, make_dataset, make_image_data_generator,
+    measure_throughput, normalize, pad_crop_flip, random_affine, standardize,
 )
+from .models import (  # noqa: E402
+    MODELS, PartialIdentity, build_baseline_cnn, build_flagship, build_mobilenet_v2, build_regularized_resnet,
+    build_resnet, build_separable_cnn, build_small_cnn, init_whitening, inverted_residual_block, layer_table,
+    outputs_probabilities, preact_residual_block, residual_block, se_block, separable_bn_relu,
+)
+# train.py is being split (issue 11, part A); these blocks are grouped by the module each name moves to.
+from .train import (  # noqa: E402  schedules
+    SCHEDULES, Schedule, make_schedule, plot_schedule, schedule_values,
+)
+from .train import (  # noqa: E402  optim
+    OPTIMIZERS, Muon, SGDScaledBiases, current_learning_rate, make_optimizer, orthogonalize,
+)
+from .train import (  # noqa: E402  train
+    Progress, distribution_strategy, make_callbacks, make_loss, plot_history, train_model,
+    use_mixed_precision,
+)
+from .train import (  # noqa: E402  flagship
+    FLAGSHIP_15_MINUTES, FLAGSHIP_SGD, FULL_PROFILE_TARGETS, EpochEval, Lookahead, flagship_recipe,
+    predict_tta, resnet_recipe, train_flagship,
+)
+from .evaluate import (  # noqa: E402
+    calibration_bins, class_report, confusion, evaluate_model, expected_calibration_error, predict,
+    predict_outputs, top_k_accuracy, worst_mistakes,
+)
+from .plots import (  # noqa: E402
+    plot_augmentations, plot_class_balance, plot_confusion_matrix, plot_image_grid, plot_mistakes,
+    plot_reliability,
+)
+from .tables import markdown_table, show_table  # noqa: E402
 from .results import (  # noqa: E402
     compare_with_reference, load_results, record, reference, results_table,
 )
-from .synthetic import SHAPE_NAMES, draw_synthetic, make_synthetic  # noqa: E402
-from .models import (  # noqa: E402
-    MODELS, build_baseline_cnn, build_resnet, build_small_cnn, preact_residual_block, residual_block,
-    se_block,
+
+# ------------------------------------------------------------------------------------------------
+# Topic modules, in chapter order
+
+from .regularize import StochasticDepth, cutmix, cutmix_boxes, cutout, l2, mixup  # noqa: E402
+from .troubleshoot import BatchLosses, roughness, sort_by_label  # noqa: E402
+from .gradcam import (  # noqa: E402
+    class_scores, compute_gradcam, find_last_conv_layer, localization_report, localization_scores,
+    plot_gradcam,
 )
-from .train import (  # noqa: E402
-    OPTIMIZERS, SCHEDULES, Progress, Schedule, current_learning_rate, distribution_strategy, make_callbacks,
-    make_loss, make_optimizer, make_schedule, plot_schedule, schedule_values, train, use_mixed_precision,
+from .robustness import (  # noqa: E402
+    EPSILON, FastAdversarialModel, RobustnessMonitor, background_sensitivity, fgsm, pgd, robust_accuracy,
 )
-from .models import PartialIdentity, build_flagship, init_whitening  # noqa: E402
-from .train import (  # noqa: E402
-    FLAGSHIP_15_MINUTES, FLAGSHIP_SGD, EpochEval, Lookahead, Muon, SGDScaledBiases, flagship_recipe,
-    orthogonalize, predict_tta, train_flagship,
-)
-from .models import layer_table  # noqa: E402
-from .tables import markdown_table, show_table  # noqa: E402
-from .train import plot_history  # noqa: E402
 from .compress import (  # noqa: E402
-    TFLiteModel, build_mobilenet_v2, build_pruned_model, build_qat_model, build_separable_cnn,
-    compare_tflite, count_cost, evaluate_tflite, file_sizes, inverted_residual_block, keras_tflite_gap,
-    pruning_callbacks, pruning_steps, representative_dataset, separable_bn_relu, sparsity, strip_pruning,
-    time_tflite, to_tflite,
+    TFLiteModel, build_pruned_model, build_qat_model, compare_tflite, count_cost, evaluate_tflite,
+    file_sizes, keras_tflite_gap, pruning_callbacks, pruning_steps, representative_dataset, sparsity,
+    strip_pruning, time_tflite, to_tflite,
 )
 from .export import (  # noqa: E402
     export_gap, export_onnx, export_saved_model, export_tflite, read_preprocessing, write_preprocessing,
@@ -57,27 +116,60 @@ from .export import (  # noqa: E402
 from .serve import (  # noqa: E402
     classify, load_predictor, make_server, running_server, start_server, stop_server,
 )
-from .gradcam import (  # noqa: E402
-    class_scores, find_last_conv_layer, gradcam, localization_report, localization_scores, plot_gradcam,
-)
-from .robustness import (  # noqa: E402
-    EPSILON, FastAdversarialModel, RobustnessMonitor, background_sensitivity, fgsm, pgd, robust_accuracy,
-)
-from .regularize import (  # noqa: E402
-    StochasticDepth, build_regularized_resnet, cutmix, cutmix_boxes, cutout, l2, mixup,
-)
-from .evaluate import (  # noqa: E402
-    calibration_bins, class_report, confusion, evaluate, expected_calibration_error, predict, top_k_accuracy,
-    worst_mistakes,
-)
-from .plots import plot_confusion_matrix, plot_mistakes, plot_reliability  # noqa: E402
-from .pipeline import make_image_data_generator, measure_throughput  # noqa: E402
-from .plots import plot_augmentations, plot_class_balance, plot_image_grid  # noqa: E402
 from .simclr import (  # noqa: E402
-    SimCLR, build_classifier, build_projection_head, encoder_from, extract_features, knn_accuracy,
-    KNNMonitor, label_fraction, linear_eval, make_views_dataset, npairs_loss, nt_xent_loss, simclr_augment,
+    KNNMonitor, SimCLR, build_classifier, build_projection_head, encoder_from, extract_features,
+    knn_accuracy, label_fraction, linear_eval, make_views_dataset, npairs_loss, nt_xent_loss,
+    simclr_augment,
 )
 from .distill import Distiller, distillation_loss, soft_targets  # noqa: E402
-from . import federated  # noqa: E402  (TFF itself is imported only when a federated function needs it)
-from .troubleshoot import BatchLosses, roughness, sort_by_label  # noqa: E402
-from .train import FULL_PROFILE_TARGETS, resnet_recipe  # noqa: E402
+from . import federated  # noqa: E402  (used as cc.federated; TFF is imported only when a function needs it)
+from . import exercises  # noqa: E402  (used as cc.exercises.check_...)
+
+__all__ = [
+    # config, splits, data, synthetic
+    "PROFILES", "Profile", "data_dir", "profile", "resolve", "seed_everything",
+    "CLASS_NAMES", "Splits",
+    "DataError", "check_arrays", "describe", "download_cifar10", "load_batches", "load_cifar10",
+    "load_image_folder", "load_image_tree", "stratified_indices", "subset",
+    "SHAPE_NAMES", "draw_synthetic", "make_synthetic",
+    # pipeline, models
+    "AUGMENTATIONS", "channel_stats", "make_alternating_flip_dataset", "make_dataset",
+    "make_image_data_generator", "measure_throughput", "normalize", "pad_crop_flip", "random_affine",
+    "standardize",
+    "MODELS", "PartialIdentity", "build_baseline_cnn", "build_flagship", "build_mobilenet_v2",
+    "build_regularized_resnet", "build_resnet", "build_separable_cnn", "build_small_cnn", "init_whitening",
+    "inverted_residual_block", "layer_table", "outputs_probabilities", "preact_residual_block",
+    "residual_block", "se_block", "separable_bn_relu",
+    # schedules, optim, train, flagship (all in train.py for now)
+    "SCHEDULES", "Schedule", "make_schedule", "plot_schedule", "schedule_values",
+    "OPTIMIZERS", "Muon", "SGDScaledBiases", "current_learning_rate", "make_optimizer", "orthogonalize",
+    "Progress", "distribution_strategy", "make_callbacks", "make_loss", "plot_history", "train_model",
+    "use_mixed_precision",
+    "FLAGSHIP_15_MINUTES", "FLAGSHIP_SGD", "FULL_PROFILE_TARGETS", "EpochEval", "Lookahead",
+    "flagship_recipe", "predict_tta", "resnet_recipe", "train_flagship",
+    # evaluate, plots, tables, results
+    "calibration_bins", "class_report", "confusion", "evaluate_model", "expected_calibration_error",
+    "predict", "predict_outputs", "top_k_accuracy", "worst_mistakes",
+    "plot_augmentations", "plot_class_balance", "plot_confusion_matrix", "plot_image_grid",
+    "plot_mistakes", "plot_reliability",
+    "markdown_table", "show_table",
+    "compare_with_reference", "load_results", "record", "reference", "results_table",
+    # topic modules
+    "StochasticDepth", "cutmix", "cutmix_boxes", "cutout", "l2", "mixup",
+    "BatchLosses", "roughness", "sort_by_label",
+    "class_scores", "compute_gradcam", "find_last_conv_layer", "localization_report",
+    "localization_scores", "plot_gradcam",
+    "EPSILON", "FastAdversarialModel", "RobustnessMonitor", "background_sensitivity", "fgsm", "pgd",
+    "robust_accuracy",
+    "TFLiteModel", "build_pruned_model", "build_qat_model", "compare_tflite", "count_cost",
+    "evaluate_tflite", "file_sizes", "keras_tflite_gap", "pruning_callbacks", "pruning_steps",
+    "representative_dataset", "sparsity", "strip_pruning", "time_tflite", "to_tflite",
+    "export_gap", "export_onnx", "export_saved_model", "export_tflite", "read_preprocessing",
+    "write_preprocessing",
+    "classify", "load_predictor", "make_server", "running_server", "start_server", "stop_server",
+    "KNNMonitor", "SimCLR", "build_classifier", "build_projection_head", "encoder_from",
+    "extract_features", "knn_accuracy", "label_fraction", "linear_eval", "make_views_dataset",
+    "npairs_loss", "nt_xent_loss", "simclr_augment",
+    "Distiller", "distillation_loss", "soft_targets",
+    "federated", "exercises",
+]

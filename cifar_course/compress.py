@@ -1,4 +1,4 @@
-"""Making a trained network smaller and faster: separable convolutions, cost counts, quantization
+"""Making a trained network smaller and faster: cost counts, quantization
 (post-training and quantization-aware), magnitude pruning, and TFLite conversion, evaluation and timing.
 
 Introduced in the lightweighting chapter (09). tensorflow_model_optimization (tfmot) is imported inside the
@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import gzip
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,83 +22,7 @@ import tensorflow as tf
 from tensorflow import keras
 from tensorflow.keras import layers
 
-from .models import INPUT_SHAPE, conv_bn_relu
-
 TFLITE_MODES = ("float32", "dynamic", "int8")
-
-
-# ------------------------------------------------------------------------------------------------
-# Depthwise-separable networks
-
-
-def separable_bn_relu(x, filters: int, strides: int = 1, name: str | None = None):
-    """SeparableConv2D (a 3x3 depthwise conv, then a 1x1 pointwise conv), BatchNorm, ReLU."""
-    x = layers.SeparableConv2D(filters, 3, strides=strides, padding="same", use_bias=False,
-                               name=name and f"{name}_sepconv")(x)
-    x = layers.BatchNormalization(name=name and f"{name}_bn")(x)
-    return layers.ReLU(name=name and f"{name}_relu")(x)
-
-
-def build_separable_cnn(num_classes: int = 10, width: int = 32, dropout: float = 0.0,
-                        logits: bool = False, input_shape=INPUT_SHAPE):
-    """`build_small_cnn` with every 3x3 convolution but the first made depthwise-separable.
-
-    The first layer stays a full convolution: with 3 input channels a separable one saves almost nothing
-    and loses colour mixing (MobileNet keeps a full stem for the same reason).
-    """
-    inputs = keras.Input(input_shape)
-    x = conv_bn_relu(inputs, width, name="stem")
-    for stage, filters in enumerate((width, 2 * width, 4 * width)):
-        if stage:
-            x = separable_bn_relu(x, filters, name=f"stage{stage + 1}a")
-        x = separable_bn_relu(x, filters, name=f"stage{stage + 1}b")
-        if stage < 2:
-            x = layers.MaxPooling2D()(x)  # 32 -> 16 -> 8
-    x = layers.GlobalAveragePooling2D()(x)
-    if dropout:
-        x = layers.Dropout(dropout)(x)
-    out = layers.Dense(num_classes, activation=None if logits else "softmax", name="classifier")(x)
-    return keras.Model(inputs, out, name="separable_cnn")
-
-
-def inverted_residual_block(x, filters: int, expansion: int = 6, strides: int = 1, name: str = "ir"):
-    """MobileNetV2's block (Sandler et al. 2018): 1x1 expand + ReLU6, 3x3 depthwise + ReLU6, 1x1 linear
-    projection (no activation: ReLU in the narrow space would destroy information), and a shortcut when
-    the shape is unchanged."""
-    channels = x.shape[-1]
-    y = x
-    if expansion != 1:
-        y = layers.Conv2D(channels * expansion, 1, use_bias=False, name=f"{name}_expand")(y)
-        y = layers.BatchNormalization(name=f"{name}_expand_bn")(y)
-        y = layers.ReLU(6.0, name=f"{name}_expand_relu6")(y)
-    y = layers.DepthwiseConv2D(3, strides=strides, padding="same", use_bias=False, name=f"{name}_dw")(y)
-    y = layers.BatchNormalization(name=f"{name}_dw_bn")(y)
-    y = layers.ReLU(6.0, name=f"{name}_dw_relu6")(y)
-    y = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_project")(y)
-    y = layers.BatchNormalization(name=f"{name}_project_bn")(y)
-    if strides == 1 and channels == filters:
-        y = layers.Add(name=f"{name}_add")([x, y])
-    return y
-
-
-def build_mobilenet_v2(num_classes: int = 10, width: int = 16, expansion: int = 4, blocks=(1, 2, 2),
-                       logits: bool = False, input_shape=INPUT_SHAPE):
-    """A small MobileNetV2 for 32x32 images: a 3x3 stem, three stages of inverted-residual blocks at
-    width, 2*width, 4*width (the first block of stages 2 and 3 halves the resolution), a 1x1 head conv
-    to 8*width channels, global average pooling."""
-    inputs = keras.Input(input_shape)
-    x = layers.Conv2D(width, 3, padding="same", use_bias=False, name="stem_conv")(inputs)
-    x = layers.ReLU(6.0, name="stem_relu6")(layers.BatchNormalization(name="stem_bn")(x))
-    for stage, (filters, count) in enumerate(zip((width, 2 * width, 4 * width), blocks)):
-        for i in range(count):
-            strides = 2 if stage > 0 and i == 0 else 1
-            x = inverted_residual_block(x, filters, expansion=1 if stage == 0 and i == 0 else expansion,
-                                        strides=strides, name=f"stage{stage + 1}_ir{i + 1}")
-    x = layers.Conv2D(8 * width, 1, use_bias=False, name="head_conv")(x)
-    x = layers.ReLU(6.0, name="head_relu6")(layers.BatchNormalization(name="head_bn")(x))
-    x = layers.GlobalAveragePooling2D()(x)
-    out = layers.Dense(num_classes, activation=None if logits else "softmax", name="classifier")(x)
-    return keras.Model(inputs, out, name="mobilenet_v2_cifar")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -492,8 +415,3 @@ def keras_tflite_gap(model, tflite, x) -> float:
     """Largest absolute difference between Keras and TFLite probabilities on `x`."""
     runner = tflite if isinstance(tflite, TFLiteModel) else TFLiteModel(tflite)
     return float(np.abs(model.predict(np.asarray(x, np.float32), verbose=0) - runner.predict(x)).max())
-
-
-def scratch_dir(prefix: str = "cifar_course_") -> Path:
-    """A fresh temporary folder for model files (outside the repository)."""
-    return Path(tempfile.mkdtemp(prefix=prefix))

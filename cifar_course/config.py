@@ -79,6 +79,19 @@ def profile(name: str | None = None) -> Profile:
     return chosen
 
 
+def resolve(profile_or_name: Profile | str | None = None) -> Profile:
+    """The profile a function was given, whatever form it came in: None -> the active one (`profile()`:
+    $CIFAR_COURSE_PROFILE, else 'quick'), a name -> that profile, a Profile -> itself.
+
+    Every function of the package that takes `profile=` passes it through here.
+    """
+    if isinstance(profile_or_name, Profile):
+        return profile_or_name
+    if profile_or_name is None or isinstance(profile_or_name, str):
+        return profile(profile_or_name)
+    raise TypeError(f"profile must be None, a profile name or a Profile, got {profile_or_name!r}.")
+
+
 def data_dir() -> Path:
     """Folder for downloads and decoded caches (never inside the repository)."""
     return Path(os.environ.get(DATA_DIR_ENV) or Path.home() / ".cache" / "cifar_course")

@@ -22,10 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from . import config
+from .splits import CLASS_NAMES, Splits
+from .synthetic import make_synthetic
 
-CLASS_NAMES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-)
 ARCHIVE_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 ARCHIVE_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
 BATCHES_DIRNAME = "cifar-10-batches-py"
@@ -34,24 +33,6 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
 class DataError(ValueError):
     """Data that cannot be used as it is; the message says which file and what to do."""
-
-
-class Splits(tuple):
-    """`((x_train, y_train), (x_test, y_test))` that also knows where it came from.
-
-    Unpacks like the Keras loader; `source` says what was loaded ("synthetic" for the stand-in) and
-    `class_names` names the labels.
-    """
-
-    def __new__(cls, train, test, source: str, class_names=CLASS_NAMES):
-        self = super().__new__(cls, (tuple(train), tuple(test)))
-        self.source = source
-        self.class_names = tuple(class_names)
-        return self
-
-    @property
-    def is_synthetic(self) -> bool:
-        return self.source.startswith("synthetic")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -120,11 +101,8 @@ def _read_batch(path: Path):
 
 
 def sha256_of(path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def download_cifar10(cache_dir=None, url: str = ARCHIVE_URL, sha256: str = ARCHIVE_SHA256,
@@ -280,9 +258,7 @@ def load_cifar10(source: str | None = None, data_dir=None, profile=None) -> Spli
     "cifar10" (real data or an error), "synthetic", or a path to a batches folder, an image tree or the
     official archive. Default: the profile's data setting ($CIFAR_COURSE_DATA outside smoke).
     """
-    from .synthetic import make_synthetic
-
-    prof = profile or config.profile()
+    prof = config.resolve(profile)
     source = (source or prof.data).strip()
     data_dir = Path(data_dir or config.data_dir())
     if source == "synthetic":
@@ -339,17 +315,24 @@ def _warn_synthetic(reason) -> None:
     )
 
 
+def stratified_indices(y, size, seed: int = 0) -> np.ndarray:
+    """Sorted indices of a random subset of `size` labels (a count, or a fraction in (0, 1]) that keeps
+    each class's share, as scikit-learn's `train_test_split(..., stratify=y)` draws it."""
+    from sklearn.model_selection import train_test_split
+
+    y = np.asarray(y).reshape(-1)
+    if size is None or (size >= len(y) if isinstance(size, int) else size >= 1.0):
+        return np.arange(len(y))
+    picked, _ = train_test_split(np.arange(len(y)), train_size=size, stratify=y, random_state=seed)
+    return np.sort(picked)
+
+
 def subset(splits: Splits, train_size=None, test_size=None, seed: int = 0) -> Splits:
     """Keep a class-balanced random subset of each split (None keeps everything)."""
 
     def pick(x, y, n):
-        if n is None or n >= len(y):
-            return x, y
-        rng = np.random.default_rng(seed)
-        classes = np.unique(y)
-        per_class = [rng.permutation(np.flatnonzero(y == c))[: n // len(classes)] for c in classes]
-        idx = np.sort(np.concatenate(per_class))
-        return x[idx], y[idx]
+        idx = stratified_indices(y, n, seed)
+        return (x, y) if len(idx) == len(y) else (x[idx], y[idx])
 
     (x_train, y_train), (x_test, y_test) = splits
     return Splits(pick(x_train, y_train, train_size), pick(x_test, y_test, test_size),

@@ -1,12 +1,33 @@
 """Evaluation beyond one accuracy number: top-k, confusion, per-class report, calibration, mistakes.
 
 Introduced in the evaluation chapter. Everything works on predicted probabilities (N, K) and integer
-labels (N,), so it applies to any model; `predict` produces both from a model and a dataset.
+labels (N,), so it applies to any model; `predict` produces both from a model and a dataset, and
+`predict_outputs` is the package's one batched-inference loop over an array of images.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+
+def predict_outputs(model, images, batch_size: int = 500, preprocess=None) -> np.ndarray:
+    """The model's outputs (probabilities, logits or features) for `images`, `batch_size` at a time, in
+    inference mode, as one float32 NumPy array.
+
+    images: an array (N, H, W, C), or a dataset of image batches (then batch_size is the dataset's).
+    preprocess: a function applied to each batch before the model, e.g. `lambda b: normalize(b, stats)`,
+    so a whole uint8 set is never converted to float at once.
+    """
+    if hasattr(images, "element_spec"):  # a tf.data dataset: already batched
+        batches = iter(images)
+    else:
+        images = np.asarray(images)
+        batches = (images[start:start + batch_size] for start in range(0, len(images), batch_size))
+    outputs = [np.asarray(model(batch if preprocess is None else preprocess(batch), training=False),
+                          np.float32) for batch in batches]
+    if not outputs:
+        return np.zeros((0, *model.output_shape[1:]), np.float32)
+    return np.concatenate(outputs)
 
 
 def predict(model, ds):
@@ -31,10 +52,18 @@ def _check(probs, labels):
 
 
 def top_k_accuracy(probs, labels, k: int = 1) -> float:
-    """Share of samples whose true class is among the k most probable ones."""
+    """Share of samples whose true class is among the k most probable ones
+    (scikit-learn's `top_k_accuracy_score`, with our shape checks and every class counted)."""
+    import warnings
+
+    from sklearn.metrics import top_k_accuracy_score
+
     probs, labels = _check(probs, labels)
-    top = np.argsort(-probs, axis=1)[:, :k]
-    return float((top == labels[:, None]).any(axis=1).mean())
+    num_classes = probs.shape[1]
+    scores = probs[:, 1] if num_classes == 2 else probs  # scikit-learn takes one score column for two classes
+    with warnings.catch_warnings():  # k >= num_classes: a perfect score, which is what we mean
+        warnings.simplefilter("ignore")
+        return float(top_k_accuracy_score(labels, scores, k=k, labels=np.arange(num_classes)))
 
 
 def confusion(labels, predicted, num_classes: int = 10) -> np.ndarray:
@@ -96,7 +125,7 @@ def worst_mistakes(probs, labels, n: int = 16) -> np.ndarray:
     return wrong[np.argsort(-conf, kind="stable")][:n]
 
 
-def evaluate(model, ds, class_names=None, n_bins: int = 15) -> dict:
+def evaluate_model(model, ds, class_names=None, n_bins: int = 15) -> dict:
     """Everything the evaluation chapter reports, in one pass over `ds`.
 
     Returns probs, labels, predicted, top1/top2/top3, ece, confusion (matrix) and report (rows).

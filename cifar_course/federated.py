@@ -21,6 +21,10 @@ import time
 import warnings
 
 import numpy as np
+import psutil
+
+from .evaluate import predict_outputs
+from .pipeline import normalize
 
 WORKER_NAME = "worker_binary"
 
@@ -100,32 +104,29 @@ def plot_partition(y, parts, class_names=None, ax=None, title: str = ""):
 # The TFF runtime and its worker process
 
 
-def worker_processes() -> list[int]:
-    """PIDs of TFF worker processes started by this process (direct children named worker_binary)."""
-    me, found = os.getpid(), []
-    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
-        if not entry.isdigit():
-            continue
+def _workers() -> list:
+    """TFF worker processes started by this process (direct children running worker_binary), as psutil
+    Processes; zombies (stopped, not yet reaped by TFF's Popen) do not count."""
+    found = []
+    for child in psutil.Process().children():
         try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read().decode(errors="replace")
-        except OSError:
+            if child.status() != psutil.STATUS_ZOMBIE and WORKER_NAME in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.Error:  # gone meanwhile, or not ours to read
             continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])  # field 4, after the (comm) field
-        if parent == me and WORKER_NAME in cmdline:
-            found.append(int(entry))
     return found
 
 
-def _state(pid: int) -> str:
-    """A process's state letter ('Z' zombie, '' gone)."""
+def worker_processes() -> list[int]:
+    """PIDs of TFF worker processes started by this process (direct children named worker_binary)."""
+    return [child.pid for child in _workers()]
+
+
+def _alive(process) -> bool:
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return ""
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def stop_workers(timeout: float = 10.0) -> int:
@@ -133,27 +134,28 @@ def stop_workers(timeout: float = 10.0) -> int:
 
     First the TFF way: install a fresh execution context, so the old one's service manager is collected
     and interrupts its worker. Then SIGINT (and SIGKILL after `timeout`) whatever survives. Processes are
-    not reaped here: TFF's own Popen object does that, and would fail on a PID we had already reaped.
+    not reaped here (so no psutil.wait_procs): TFF's own Popen object does that, and would fail on a PID
+    we had already reaped.
     """
-    pids = worker_processes()
-    if not pids:
+    workers = _workers()
+    if not workers:
         return 0
     if "tensorflow_federated" in sys.modules:
         with contextlib.suppress(Exception):
             sys.modules["tensorflow_federated"].backends.native.set_sync_local_cpp_execution_context()
         gc.collect()
     for sig in (signal.SIGINT, signal.SIGKILL):
-        alive = [pid for pid in pids if _state(pid) not in ("", "Z")]
-        for pid in alive:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
+        alive = [w for w in workers if _alive(w)]
+        for worker in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                worker.send_signal(sig)
         deadline = time.monotonic() + timeout
         while alive and time.monotonic() < deadline:
-            alive = [pid for pid in alive if _state(pid) not in ("", "Z")]
+            alive = [w for w in alive if _alive(w)]
             time.sleep(0.05)
         if not alive:
             break
-    return len(pids)
+    return len(workers)
 
 
 _ATEXIT_REGISTERED = False
@@ -192,16 +194,14 @@ def federated_runtime():
 
 def build_client_model(stats=None, num_classes: int = 10):
     """The baseline CNN (no BatchNorm: FedAvg averages trainable weights only) returning logits, with
-    standardization inside, so clients can ship raw uint8-valued images."""
+    the pipeline's `normalize` inside, so clients can ship raw uint8-valued images."""
     from tensorflow import keras
     from tensorflow.keras import layers
 
     from .models import build_baseline_cnn
 
-    mean, std = (np.zeros(3), np.ones(3)) if stats is None else stats
     inputs = keras.Input((32, 32, 3))
-    x = layers.Rescaling(scale=(1.0 / (255.0 * np.asarray(std))).tolist(),
-                         offset=(-np.asarray(mean) / np.asarray(std)).tolist())(inputs)
+    x = layers.Lambda(normalize, arguments={"stats": stats}, name="normalize")(inputs)
     body = build_baseline_cnn(num_classes, logits=True)
     return keras.Model(inputs, body(x), name="client_cnn")
 
@@ -264,12 +264,9 @@ def run_federated(process, client_datasets, rounds: int, keras_model, x_test, y_
     Returns one row per evaluated round: round, test accuracy, mean client training loss, seconds so far.
     `keras_model` (same architecture) receives the final global weights.
     """
-    import tensorflow as tf
-
     rng = np.random.default_rng(seed)
     k = clients_per_round or len(client_datasets)
-    keras_model.compile(loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                        metrics=["accuracy"])
+    y_test = np.asarray(y_test).reshape(-1)
     state = process.initialize()
     rows, start = [], time.perf_counter()
     for r in range(1, rounds + 1):
@@ -279,7 +276,8 @@ def run_federated(process, client_datasets, rounds: int, keras_model, x_test, y_
         if r % eval_every and r != rounds:
             continue
         process.get_model_weights(state).assign_weights_to(keras_model)
-        acc = keras_model.evaluate(x_test.astype(np.float32), y_test, batch_size=1000, verbose=0)[1]
+        predicted = predict_outputs(keras_model, x_test, 1000, preprocess=lambda b: b.astype(np.float32))
+        acc = float((predicted.argmax(axis=-1) == y_test).mean())
         train_loss = float(result.metrics["client_work"]["train"]["loss"])
         rows.append({"round": r, "test_accuracy": float(acc), "train_loss": train_loss,
                      "seconds": time.perf_counter() - start})

@@ -5,8 +5,8 @@ The idea (chapter "Grad-CAM"): take the last convolutional feature map A (h, w, 
 the class score y_c (before the softmax) with respect to it; average the gradient over the map to get one
 weight per channel, sum the channels with those weights, keep the positive part, upsample to the image.
 
-`gradcam` works on any Keras model with a convolution: it finds the last spatial feature map itself, also
-inside nested models (a backbone model used as a layer), and computes a whole batch at once.
+`compute_gradcam` works on any Keras model with a convolution: it finds the last spatial feature map
+itself, also inside nested models (a backbone model used as a layer), and computes a whole batch at once.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import contextlib
 import numpy as np
 import tensorflow as tf
 from tensorflow import keras
+
+from .models import final_layer, outputs_probabilities
 
 
 # ------------------------------------------------------------------------------------------------
@@ -86,20 +88,15 @@ def _capture_output(layer, store: dict, tape):
         del layer.call  # the class's own method shows through again
 
 
-def _last_leaf(model):
-    layer = model.layers[-1]
-    return _last_leaf(layer) if isinstance(layer, keras.Model) else layer
-
-
 @contextlib.contextmanager
 def class_scores(model):
     """While active, the model returns class scores before the softmax (the paper's y_c).
 
     A softmax score saturates: for a confident prediction its gradient is nearly zero everywhere.
     """
-    last = _last_leaf(model)
+    last = final_layer(model)
     activation = getattr(last, "activation", None)
-    is_softmax = activation is keras.activations.softmax or getattr(activation, "__name__", "") == "softmax"
+    is_softmax = outputs_probabilities(model)
     if is_softmax:
         last.activation = keras.activations.linear
     try:
@@ -120,7 +117,7 @@ def gradcam_from_activations(feature_map, grads):
     return tf.nn.relu(cam)  # only evidence *for* the class
 
 
-def gradcam(model, images, class_index=None, layer=None, size=None, batch_size: int = 256):
+def compute_gradcam(model, images, class_index=None, layer=None, size=None, batch_size: int = 256):
     """Grad-CAM heatmaps for a batch: float32 (N, H, W) in [0, 1], each image scaled to a maximum of 1.
 
     images: what the model takes (already normalized), (N, H, W, C). class_index: None (the predicted
@@ -190,7 +187,7 @@ def localization_scores(heatmaps, masks) -> dict:
     heatmaps, masks = np.asarray(heatmaps, np.float64), np.asarray(masks, bool)
     if heatmaps.shape != masks.shape:
         raise ValueError(f"heatmaps {heatmaps.shape} and masks {masks.shape} must have the same shape; "
-                         "make heatmaps at the image size (gradcam(..., size=masks.shape[1:])).")
+                         "make heatmaps at the image size (compute_gradcam(..., size=masks.shape[1:])).")
     total = heatmaps.sum(axis=(1, 2))
     inside = (heatmaps * masks).sum(axis=(1, 2))
     energy = np.where(total > 0, inside / np.maximum(total, 1e-12), 0.0)
@@ -205,7 +202,7 @@ def localization_report(model, images, masks, class_index=None, seed: int = 0) -
 
     images: the model's (normalized) inputs; masks: boolean object masks of the same images.
     """
-    cams, _ = gradcam(model, images, class_index=class_index, size=masks.shape[1:])
+    cams, _ = compute_gradcam(model, images, class_index=class_index, size=masks.shape[1:])
     grid = find_last_conv_layer(model)[-1].output_shape[1]
     rows = [("Grad-CAM", cams), ("random heatmap", random_heatmaps(len(images), masks.shape[1:], grid, seed)),
             ("centre blob", center_heatmaps(len(images), masks.shape[1:]))]

@@ -1,5 +1,5 @@
-"""Builders for every network the course trains: functional Keras, uncompiled, float32 logits-free
-softmax outputs unless `logits=True`.
+"""Builders for every network the course trains: functional Keras, uncompiled, float32 softmax
+probabilities out (also under mixed precision) unless `logits=True`.
 
 `MODELS` maps a name to its builder, so tests can build and run every one of them.
 """
@@ -10,13 +10,27 @@ import tensorflow as tf
 from tensorflow import keras
 from tensorflow.keras import layers
 
+from .regularize import StochasticDepth, l2
+
 INPUT_SHAPE = (32, 32, 3)
 
 
-def _head(x, num_classes: int, logits: bool):
+def _head(x, num_classes: int, logits: bool, kernel_regularizer=None):
     # float32 even under mixed precision: a float16 softmax loses small probabilities.
     return layers.Dense(num_classes, activation=None if logits else "softmax", dtype="float32",
-                        name="classifier")(x)
+                        kernel_regularizer=kernel_regularizer, name="classifier")(x)
+
+
+def final_layer(model):
+    """The layer that makes the model's output, looking inside nested models (a backbone as a layer)."""
+    layer = model.layers[-1]
+    return final_layer(layer) if isinstance(layer, keras.Model) else layer
+
+
+def outputs_probabilities(model) -> bool:
+    """True when the model ends in a softmax (the course's default), False when it outputs logits."""
+    activation = getattr(final_layer(model), "activation", None)
+    return activation is keras.activations.softmax or getattr(activation, "__name__", "") == "softmax"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -39,12 +53,13 @@ def build_baseline_cnn(num_classes: int = 10, logits: bool = False, input_shape=
     return keras.Model(inputs, _head(x, num_classes, logits), name="baseline_cnn")
 
 
-def conv_bn_relu(x, filters: int, kernel_size: int = 3, strides: int = 1, name: str | None = None):
-    """Conv (no bias: BatchNorm has its own shift), BatchNorm, ReLU."""
+def conv_bn_relu(x, filters: int, kernel_size: int = 3, strides: int = 1, name: str | None = None,
+                 kernel_regularizer=None, bn_momentum: float = 0.99, relu: bool = True):
+    """Conv (no bias: BatchNorm has its own shift), BatchNorm, ReLU (relu=False stops after BatchNorm)."""
     x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=False,
-                      name=name and f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=name and f"{name}_bn")(x)
-    return layers.ReLU(name=name and f"{name}_relu")(x)
+                      kernel_regularizer=kernel_regularizer, name=name and f"{name}_conv")(x)
+    x = layers.BatchNormalization(momentum=bn_momentum, name=name and f"{name}_bn")(x)
+    return layers.ReLU(name=name and f"{name}_relu")(x) if relu else x
 
 
 def build_small_cnn(num_classes: int = 10, width: int = 32, head: str = "gap", dropout: float = 0.0,
@@ -159,6 +174,114 @@ def build_resnet(depth: int = 20, width: int = 16, preact: bool = False, se: boo
 
 
 # ------------------------------------------------------------------------------------------------
+# A residual network with every model-side regularizer as a keyword (the regularization chapter)
+
+
+def build_regularized_resnet(width: int = 16, l2_factor: float = 0.0, dropout: float = 0.0,
+                             drop_path: float = 0.0, bn_momentum: float = 0.9, num_classes: int = 10,
+                             logits: bool = False, input_shape=INPUT_SHAPE):
+    """A small residual network with every model-side regularizer as a keyword (0 = off).
+
+    Stem conv, then three stages (width, 2w, 4w) of a strided conv-BN-ReLU and one residual block,
+    global average pooling, dropout, softmax. l2_factor: L2 on every kernel; dropout: before the
+    classifier; drop_path: stochastic-depth rate of the residual branches, growing linearly with depth
+    up to `drop_path` in the last block (Huang et al.'s linear decay rule). bn_momentum 0.9 (Keras'
+    default is 0.99) lets BatchNorm's running statistics catch up within the short runs of the course.
+    """
+    reg = l2(l2_factor)
+
+    def conv(x, filters, strides=1, relu=True):
+        return conv_bn_relu(x, filters, strides=strides, kernel_regularizer=reg, bn_momentum=bn_momentum,
+                            relu=relu)
+
+    inputs = keras.Input(input_shape)
+    x = conv(inputs, width)
+    for stage, filters in enumerate((width, 2 * width, 4 * width)):
+        x = conv(x, filters, strides=1 if stage == 0 else 2)  # 32 -> 32, 16, 8
+        branch = conv(conv(x, filters), filters, relu=False)
+        if drop_path:
+            branch = StochasticDepth(drop_path * (stage + 1) / 3)(branch)
+        x = layers.ReLU()(layers.Add()([x, branch]))
+    x = layers.GlobalAveragePooling2D()(x)
+    if dropout:
+        x = layers.Dropout(dropout)(x)
+    return keras.Model(inputs, _head(x, num_classes, logits, kernel_regularizer=reg),
+                       name="regularized_resnet")
+
+
+# ------------------------------------------------------------------------------------------------
+# Depthwise-separable networks (the lightweighting chapter)
+
+
+def separable_bn_relu(x, filters: int, strides: int = 1, name: str | None = None):
+    """SeparableConv2D (a 3x3 depthwise conv, then a 1x1 pointwise conv), BatchNorm, ReLU."""
+    x = layers.SeparableConv2D(filters, 3, strides=strides, padding="same", use_bias=False,
+                               name=name and f"{name}_sepconv")(x)
+    x = layers.BatchNormalization(name=name and f"{name}_bn")(x)
+    return layers.ReLU(name=name and f"{name}_relu")(x)
+
+
+def build_separable_cnn(num_classes: int = 10, width: int = 32, dropout: float = 0.0,
+                        logits: bool = False, input_shape=INPUT_SHAPE):
+    """`build_small_cnn` with every 3x3 convolution but the first made depthwise-separable.
+
+    The first layer stays a full convolution: with 3 input channels a separable one saves almost nothing
+    and loses colour mixing (MobileNet keeps a full stem for the same reason).
+    """
+    inputs = keras.Input(input_shape)
+    x = conv_bn_relu(inputs, width, name="stem")
+    for stage, filters in enumerate((width, 2 * width, 4 * width)):
+        if stage:
+            x = separable_bn_relu(x, filters, name=f"stage{stage + 1}a")
+        x = separable_bn_relu(x, filters, name=f"stage{stage + 1}b")
+        if stage < 2:
+            x = layers.MaxPooling2D()(x)  # 32 -> 16 -> 8
+    x = layers.GlobalAveragePooling2D()(x)
+    if dropout:
+        x = layers.Dropout(dropout)(x)
+    return keras.Model(inputs, _head(x, num_classes, logits), name="separable_cnn")
+
+
+def inverted_residual_block(x, filters: int, expansion: int = 6, strides: int = 1, name: str = "ir"):
+    """MobileNetV2's block (Sandler et al. 2018): 1x1 expand + ReLU6, 3x3 depthwise + ReLU6, 1x1 linear
+    projection (no activation: ReLU in the narrow space would destroy information), and a shortcut when
+    the shape is unchanged."""
+    channels = x.shape[-1]
+    y = x
+    if expansion != 1:
+        y = layers.Conv2D(channels * expansion, 1, use_bias=False, name=f"{name}_expand")(y)
+        y = layers.BatchNormalization(name=f"{name}_expand_bn")(y)
+        y = layers.ReLU(6.0, name=f"{name}_expand_relu6")(y)
+    y = layers.DepthwiseConv2D(3, strides=strides, padding="same", use_bias=False, name=f"{name}_dw")(y)
+    y = layers.BatchNormalization(name=f"{name}_dw_bn")(y)
+    y = layers.ReLU(6.0, name=f"{name}_dw_relu6")(y)
+    y = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_project")(y)
+    y = layers.BatchNormalization(name=f"{name}_project_bn")(y)
+    if strides == 1 and channels == filters:
+        y = layers.Add(name=f"{name}_add")([x, y])
+    return y
+
+
+def build_mobilenet_v2(num_classes: int = 10, width: int = 16, expansion: int = 4, blocks=(1, 2, 2),
+                       logits: bool = False, input_shape=INPUT_SHAPE):
+    """A small MobileNetV2 for 32x32 images: a 3x3 stem, three stages of inverted-residual blocks at
+    width, 2*width, 4*width (the first block of stages 2 and 3 halves the resolution), a 1x1 head conv
+    to 8*width channels, global average pooling."""
+    inputs = keras.Input(input_shape)
+    x = layers.Conv2D(width, 3, padding="same", use_bias=False, name="stem_conv")(inputs)
+    x = layers.ReLU(6.0, name="stem_relu6")(layers.BatchNormalization(name="stem_bn")(x))
+    for stage, (filters, count) in enumerate(zip((width, 2 * width, 4 * width), blocks)):
+        for i in range(count):
+            strides = 2 if stage > 0 and i == 0 else 1
+            x = inverted_residual_block(x, filters, expansion=1 if stage == 0 and i == 0 else expansion,
+                                        strides=strides, name=f"stage{stage + 1}_ir{i + 1}")
+    x = layers.Conv2D(8 * width, 1, use_bias=False, name="head_conv")(x)
+    x = layers.ReLU(6.0, name="head_relu6")(layers.BatchNormalization(name="head_bn")(x))
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, _head(x, num_classes, logits), name="mobilenet_v2_cifar")
+
+
+# ------------------------------------------------------------------------------------------------
 # The flagship fast recipe network (after Keller Jordan's airbench, 2024)
 
 
@@ -263,6 +386,11 @@ MODELS = {
     "plain20": lambda **kw: build_resnet(20, residual=False, **kw),
     "preact_resnet20": lambda **kw: build_resnet(20, preact=True, **kw),
     "se_resnet20": lambda **kw: build_resnet(20, se=True, **kw),
+    "regularized_resnet": build_regularized_resnet,
+    "regularized_resnet_drop_path": lambda **kw: build_regularized_resnet(l2_factor=1e-4, dropout=0.2,
+                                                                          drop_path=0.2, **kw),
+    "separable_cnn": build_separable_cnn,
+    "mobilenet_v2": build_mobilenet_v2,
     "flagship": build_flagship,
 }
 

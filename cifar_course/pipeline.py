@@ -27,13 +27,19 @@ def channel_stats(x):
     return mean.astype(np.float32), np.sqrt(sq / count - mean**2).astype(np.float32)
 
 
+def standardize(pixels, stats=None):
+    """Float pixels in [0, 1] -> float32 standardized per channel by `stats` = (mean, std), the
+    `channel_stats` of the training set (unchanged but for the dtype when stats is None)."""
+    pixels = tf.cast(pixels, tf.float32)
+    if stats is None:
+        return pixels
+    mean, std = stats
+    return (pixels - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
+
+
 def normalize(images, stats=None):
     """uint8 (or [0, 255] float) images -> float32, scaled to [0, 1], then standardized by `stats`."""
-    images = tf.cast(images, tf.float32) / 255.0
-    if stats is not None:
-        mean, std = stats
-        images = (images - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
-    return images
+    return standardize(tf.cast(images, tf.float32) / 255.0, stats)
 
 
 # ------------------------------------------------------------------------------------------------

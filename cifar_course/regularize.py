@@ -7,8 +7,8 @@ one_hot=True)`:
     train_ds = cc.make_dataset(x, y, 128, training=True, one_hot=True).map(cc.mixup)
 
 `cutout` is an image-only augmentation (use it as `make_dataset(..., augment=cc.cutout)`);
-`StochasticDepth` is a layer for the residual branch of a block, and `build_regularized_resnet` is the
-small residual network the chapter compares every technique on.
+`StochasticDepth` is a layer for the residual branch of a block. The small residual network the chapter
+compares every technique on, `build_regularized_resnet`, is in `models` with the other builders.
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ class StochasticDepth(layers.Layer):
 
 
 # ------------------------------------------------------------------------------------------------
-# L2, dropout and a small network to compare them on
+# L2 (dropout is Keras' own layer)
 
 
 def l2(factor: float = 1e-4):
@@ -158,37 +158,3 @@ def l2(factor: float = 1e-4):
     `make_optimizer(weight_decay=...)`), the penalty goes through the gradient, so Adam rescales it.
     """
     return keras.regularizers.L2(factor) if factor else None
-
-
-def build_regularized_resnet(width: int = 16, l2_factor: float = 0.0, dropout: float = 0.0,
-                             drop_path: float = 0.0, bn_momentum: float = 0.9, num_classes: int = 10,
-                             input_shape=(32, 32, 3)):
-    """A small residual network with every model-side regularizer as a keyword (0 = off).
-
-    Stem conv, then three stages (width, 2w, 4w) of a strided conv-BN-ReLU and one residual block,
-    global average pooling, dropout, softmax. l2_factor: L2 on every kernel; dropout: before the
-    classifier; drop_path: stochastic-depth rate of the residual branches, growing linearly with depth
-    up to `drop_path` in the last block (Huang et al.'s linear decay rule). bn_momentum 0.9 (Keras'
-    default is 0.99) lets BatchNorm's running statistics catch up within the short runs of the course.
-    """
-    reg = l2(l2_factor)
-
-    def conv_bn_relu(x, filters, strides=1, relu=True):
-        x = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False,
-                          kernel_regularizer=reg)(x)
-        x = layers.BatchNormalization(momentum=bn_momentum)(x)
-        return layers.ReLU()(x) if relu else x
-
-    inputs = keras.Input(input_shape)
-    x = conv_bn_relu(inputs, width)
-    for stage, filters in enumerate((width, 2 * width, 4 * width)):
-        x = conv_bn_relu(x, filters, strides=1 if stage == 0 else 2)  # 32 -> 32, 16, 8
-        branch = conv_bn_relu(conv_bn_relu(x, filters), filters, relu=False)
-        if drop_path:
-            branch = StochasticDepth(drop_path * (stage + 1) / 3)(branch)
-        x = layers.ReLU()(layers.Add()([x, branch]))
-    x = layers.GlobalAveragePooling2D()(x)
-    if dropout:
-        x = layers.Dropout(dropout)(x)
-    outputs = layers.Dense(num_classes, activation="softmax", kernel_regularizer=reg, dtype="float32")(x)
-    return keras.Model(inputs, outputs, name="regularized_resnet")

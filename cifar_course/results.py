@@ -42,17 +42,20 @@ def hardware() -> dict:
 
 
 def versions() -> dict:
+    import importlib.metadata
+
     import tensorflow as tf
 
-    from . import __version__
-
-    return {"python": sys.version.split()[0], "tensorflow": tf.__version__, "cifar_course": __version__}
+    # From the installed metadata, not `cifar_course.__version__`: importing the package from one of its
+    # modules would be an import cycle.
+    return {"python": sys.version.split()[0], "tensorflow": tf.__version__,
+            "cifar_course": importlib.metadata.version("cifar_course")}
 
 
 def record(chapter: str, metrics: dict, data_source: str, wall_time_s: float | None = None,
            profile=None, notes: str = "") -> Path:
     """Write the chapter's headline figures with their provenance; return the file written."""
-    prof = profile or config.profile()
+    prof = config.resolve(profile)
     payload = {
         "chapter": chapter,
         "profile": prof.name,
@@ -98,9 +101,9 @@ def load_results(*folders) -> list[dict]:
     return records
 
 
-def reference(chapter: str, profile: str = "quick") -> dict | None:
-    """The committed reference record of a chapter, or None."""
-    path = REFERENCE_DIR / profile / f"{chapter}.json"
+def reference(chapter: str, profile="quick") -> dict | None:
+    """The committed reference record of a chapter for a profile (a name or a Profile), or None."""
+    path = REFERENCE_DIR / config.resolve(profile).name / f"{chapter}.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -126,7 +129,7 @@ def compare_with_reference(chapter: str, metrics: dict, profile=None, data_sourc
     Chapters display these rows so a reader running the smoke profile (synthetic data) still sees the
     real-data figures, labelled with where and when they were measured.
     """
-    prof = profile or config.profile()
+    prof = config.resolve(profile)
     ref = reference(chapter)
     this = f"this run ({prof.name}, {'SYNTHETIC' if data_source.startswith('synthetic') else 'CIFAR-10'})"
     where = (f"reference (quick, real CIFAR-10, {ref['hardware']['cores']}-core "

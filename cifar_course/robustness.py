@@ -15,6 +15,10 @@ import numpy as np
 import tensorflow as tf
 from tensorflow import keras
 
+from .evaluate import predict_outputs
+from .models import outputs_probabilities
+from .pipeline import standardize  # pixels in [0, 1] -> what a model trained with `stats` takes
+
 EPSILON = 8 / 255  # the usual CIFAR-10 L-infinity budget: 8 grey levels per pixel and channel
 
 
@@ -32,23 +36,6 @@ def to_pixels(x):
         raise ValueError(f"Float images must be pixels in [0, 1] (got {x.min():.2f}..{x.max():.2f}). Pass "
                          "uint8 images or pixels, and the normalization separately as stats=(mean, std).")
     return x
-
-
-def standardize(pixels, stats=None):
-    """Pixels in [0, 1] -> what a model trained with make_dataset(..., stats=stats) takes."""
-    if stats is None:
-        return pixels
-    mean, std = stats
-    return (pixels - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
-
-
-def outputs_logits(model) -> bool:
-    """True unless the model ends in a softmax."""
-    layer = model.layers[-1]
-    while isinstance(layer, keras.Model):
-        layer = layer.layers[-1]
-    activation = getattr(layer, "activation", None)
-    return not (activation is keras.activations.softmax or getattr(activation, "__name__", "") == "softmax")
 
 
 def cross_entropy(outputs, labels, from_logits: bool):
@@ -88,7 +75,7 @@ def fgsm(model, x, y, epsilon: float = EPSILON, stats=None, random_start: bool =
     """
     _check_epsilon(epsilon)
     x = tf.constant(to_pixels(x))
-    from_logits = outputs_logits(model)
+    from_logits = not outputs_probabilities(model)
     start = x
     if random_start:
         start = _project(x + tf.random.stateless_uniform(tf.shape(x), [seed, 1], -epsilon, epsilon), x, epsilon)
@@ -107,7 +94,7 @@ def pgd(model, x, y, epsilon: float = EPSILON, steps: int = 10, alpha: float = 2
     _check_epsilon(epsilon)
     x = tf.constant(to_pixels(x))
     labels = tf.cast(np.asarray(y).reshape(-1), tf.int64)
-    from_logits = outputs_logits(model)
+    from_logits = not outputs_probabilities(model)
     best, best_loss = x, tf.fill([tf.shape(x)[0]], -np.inf)
     for restart in range(restarts):
         x_adv = x
@@ -138,11 +125,14 @@ def _check_epsilon(epsilon):
 def accuracy(model, x, y, stats=None, batch_size: int = 500) -> float:
     """Clean accuracy on uint8 images or pixels in [0, 1]."""
     y = np.asarray(y).reshape(-1)
-    right = 0
-    for start in range(0, len(y), batch_size):
-        batch = standardize(tf.constant(to_pixels(x[start:start + batch_size])), stats)
-        right += int((np.argmax(model(batch, training=False), axis=-1) == y[start:start + batch_size]).sum())
-    return right / max(len(y), 1)
+    predicted = _predict_classes(model, x, stats, batch_size)
+    return float((predicted == y).sum()) / max(len(y), 1)
+
+
+def _predict_classes(model, x, stats=None, batch_size: int = 500) -> np.ndarray:
+    """Predicted classes of uint8 images or pixels in [0, 1], standardized batch by batch."""
+    outputs = predict_outputs(model, x, batch_size, preprocess=lambda b: standardize(to_pixels(b), stats))
+    return outputs.argmax(axis=-1)
 
 
 def robust_accuracy(model, x, y, attack: str = "pgd", epsilon: float = EPSILON, stats=None,
@@ -154,13 +144,11 @@ def robust_accuracy(model, x, y, attack: str = "pgd", epsilon: float = EPSILON, 
     if attack not in ATTACKS:
         raise ValueError(f"Unknown attack {attack!r}; choose one of {', '.join(ATTACKS)}.")
     y = np.asarray(y).reshape(-1)
-    right = 0
-    for start in range(0, len(y), batch_size):
-        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-        x_adv = ATTACKS[attack](model, xb, yb, epsilon=epsilon, stats=stats, **options)
-        pred = np.argmax(model(standardize(tf.constant(x_adv), stats), training=False), axis=-1)
-        right += int((pred == yb).sum())
-    return right / max(len(y), 1)
+    batches = [ATTACKS[attack](model, x[start:start + batch_size], y[start:start + batch_size],
+                               epsilon=epsilon, stats=stats, **options)
+               for start in range(0, len(y), batch_size)]
+    x_adv = np.concatenate(batches) if batches else np.zeros((0, *np.shape(x)[1:]), np.float32)
+    return accuracy(model, x_adv, y, stats, batch_size)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -183,7 +171,7 @@ class FastAdversarialModel(keras.Model):
         self.epsilon = float(epsilon)
         self.alpha = 1.25 * self.epsilon if alpha is None else float(alpha)
         self.stats = stats
-        self.from_logits = outputs_logits(model)
+        self.from_logits = not outputs_probabilities(model)
 
     @property
     def output_shape(self):  # the wrapped model's: a subclassed model has none of its own
@@ -292,10 +280,7 @@ def background_sensitivity(model, x, y, stats=None, width: int = 4, batch_size: 
     y = np.asarray(y).reshape(-1)
 
     def predict(images):
-        return np.concatenate([
-            np.argmax(model(standardize(tf.constant(to_pixels(images[i:i + batch_size])), stats),
-                            training=False), axis=-1)
-            for i in range(0, len(images), batch_size)])
+        return _predict_classes(model, images, stats, batch_size)
 
     base = predict(x)
     rows = [{"images": "original", "accuracy": float((base == y).mean()), "predictions changed": 0.0}]

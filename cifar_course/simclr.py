@@ -17,6 +17,8 @@ import tensorflow as tf
 from tensorflow import keras
 from tensorflow.keras import layers
 
+from .data import stratified_indices
+from .evaluate import predict_outputs
 from .pipeline import normalize
 
 # ------------------------------------------------------------------------------------------------
@@ -223,9 +225,7 @@ class SimCLR(keras.Model):
 
 def extract_features(encoder, x, stats=None, batch_size: int = 1000) -> np.ndarray:
     """Frozen-encoder features (N, d) of uint8 images, no augmentation."""
-    ds = tf.data.Dataset.from_tensor_slices(np.asarray(x)).batch(batch_size)
-    ds = ds.map(lambda b: normalize(b, stats))
-    return np.concatenate([encoder(b, training=False).numpy() for b in ds])
+    return predict_outputs(encoder, x, batch_size, preprocess=lambda b: normalize(b, stats))
 
 
 def knn_accuracy(train_features, train_labels, test_features, test_labels, k: int = 20,
@@ -284,16 +284,14 @@ def linear_eval(encoder, x_train, y_train, x_test, y_test, stats=None, epochs: i
 
 
 def label_fraction(y, fraction: float, seed: int = 0) -> np.ndarray:
-    """Indices of a class-balanced `fraction` of the labels (at least one per class)."""
+    """Sorted indices of a stratified `fraction` of the labels (each class keeps its share, and at least
+    one example: a smaller fraction is raised to one per class)."""
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}.")
     y = np.asarray(y).reshape(-1)
-    rng = np.random.default_rng(seed)
-    picked = []
-    for c in np.unique(y):
-        members = np.flatnonzero(y == c)
-        picked.append(rng.choice(members, max(1, round(fraction * len(members))), replace=False))
-    return np.sort(np.concatenate(picked))
+    classes = len(np.unique(y))
+    size = fraction if fraction == 1 or fraction * len(y) >= classes else classes
+    return stratified_indices(y, size, seed)
 
 
 def build_classifier(encoder, num_classes: int = 10, name: str = "classifier"):

@@ -1,6 +1,6 @@
 """Training: a thin layer over `model.fit`, not a framework.
 
-`train(model, train_ds, epochs, val_ds)` compiles the model (optimizer, learning-rate schedule, loss with
+`train_model(model, train_ds, epochs, val_ds)` compiles the model (optimizer, learning-rate schedule, loss with
 optional label smoothing, gradient clipping), adds the callbacks a course run needs (a one-line-per-epoch
 progress display that stays clean in notebooks, TerminateOnNaN, optional checkpoint/resume, TensorBoard and
 early stopping) and returns Keras' own `History`. Everything else is plain Keras: pass your own callbacks,
@@ -8,7 +8,7 @@ loss or metrics and they are used as they are.
 
 Schedules are `keras.optimizers.schedules.LearningRateSchedule` objects evaluated per optimizer step, so
 they can be plotted before training (`plot_schedule`) and go straight into any Keras optimizer.
-GPU switches: `use_mixed_precision()`, `train(..., jit_compile=True)` (XLA), and
+GPU switches: `use_mixed_precision()`, `train_model(..., jit_compile=True)` (XLA), and
 `distribution_strategy(...)` for several GPUs or machines (build the model under `strategy.scope()`).
 """
 
@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 from tensorflow import keras
+
+from .models import outputs_probabilities
 
 SCHEDULES = ("constant", "seed_step", "step", "cosine", "onecycle")
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -351,16 +353,11 @@ def distribution_strategy(kind: str = "auto"):
 # Training
 
 
-def _outputs_probabilities(model) -> bool:
-    """True when the model ends in a softmax (the course's default), False for logits."""
-    activation = getattr(model.layers[-1], "activation", None)
-    return activation is keras.activations.softmax or getattr(activation, "__name__", "") == "softmax"
-
-
 def _label_rank(ds) -> int:
     spec = ds.element_spec
     if not isinstance(spec, tuple) or len(spec) < 2:
-        raise ValueError("train() needs a dataset of (images, labels) batches, e.g. from cc.make_dataset.")
+        raise ValueError("train_model() needs a dataset of (images, labels) batches, e.g. from "
+                         "cc.make_dataset.")
     return spec[1].shape.rank
 
 
@@ -370,18 +367,18 @@ def make_loss(sparse: bool, from_logits: bool = False, label_smoothing: float = 
     if sparse:
         if label_smoothing:
             raise ValueError("SparseCategoricalCrossentropy has no label smoothing in TF 2.14: use one-hot "
-                             "labels (make_dataset(..., one_hot=True)) or let train() convert them.")
+                             "labels (make_dataset(..., one_hot=True)) or let train_model() convert them.")
         return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
     return keras.losses.CategoricalCrossentropy(from_logits=from_logits, label_smoothing=label_smoothing)
 
 
-def train(model, train_ds, epochs: int, val_ds=None, *, optimizer="adam", learning_rate=1e-3,
-          schedule=None, warmup_epochs: float = 0, weight_decay: float = 0.0, momentum: float = 0.9,
-          label_smoothing: float = 0.0, clipnorm: float | None = None, loss=None,
-          metrics=("accuracy",), checkpoint_dir=None, tensorboard_dir=None,
-          early_stopping_patience: int | None = None, callbacks=(), progress_every: int | None = 1,
-          jit_compile: bool | None = None, steps_per_execution: int = 1, verbose: int = 0,
-          compile: bool = True, steps_per_epoch: int | None = None):
+def train_model(model, train_ds, epochs: int, val_ds=None, *, optimizer="adam", learning_rate=1e-3,
+                schedule=None, warmup_epochs: float = 0, weight_decay: float = 0.0, momentum: float = 0.9,
+                label_smoothing: float = 0.0, clipnorm: float | None = None, loss=None,
+                metrics=("accuracy",), checkpoint_dir=None, tensorboard_dir=None,
+                early_stopping_patience: int | None = None, callbacks=(), progress_every: int | None = 1,
+                jit_compile: bool | None = None, steps_per_execution: int = 1, verbose: int = 0,
+                compile: bool = True, steps_per_epoch: int | None = None):
     """Compile `model` and fit it on `train_ds` (a batched tf.data dataset of (images, labels)).
 
     optimizer: "adam", "adamw", "sgd" or a keras optimizer (then learning_rate/schedule/weight_decay/
@@ -419,7 +416,7 @@ def train(model, train_ds, epochs: int, val_ds=None, *, optimizer="adam", learni
                 optimizer = make_optimizer(optimizer, schedule if schedule is not None else learning_rate,
                                            weight_decay=weight_decay, momentum=momentum, clipnorm=clipnorm)
             if loss is None:
-                loss = make_loss(sparse, from_logits=not _outputs_probabilities(model),
+                loss = make_loss(sparse, from_logits=not outputs_probabilities(model),
                                  label_smoothing=label_smoothing)
             model.compile(optimizer=optimizer, loss=loss, metrics=list(metrics), jit_compile=jit_compile,
                           steps_per_execution=steps_per_execution)
@@ -664,10 +661,10 @@ def train_flagship(data, recipe: dict | None = None, eval_every: int | None = No
         evaluator = EpochEval(x_test, y_test, stats, tta_level=recipe["tta_level"],
                               every=eval_every or recipe["epochs"])
         averaging = [Lookahead(steps)] if recipe["lookahead"] else []
-        history = train(model, train_ds, recipe["epochs"], optimizer=opt,
-                        label_smoothing=recipe["label_smoothing"], jit_compile=recipe["jit_compile"],
-                        callbacks=[*averaging, evaluator, *callbacks], progress_every=progress_every,
-                        steps_per_epoch=steps_per_epoch)
+        history = train_model(model, train_ds, recipe["epochs"], optimizer=opt,
+                              label_smoothing=recipe["label_smoothing"], jit_compile=recipe["jit_compile"],
+                              callbacks=[*averaging, evaluator, *callbacks], progress_every=progress_every,
+                              steps_per_epoch=steps_per_epoch)
     finally:
         use_mixed_precision(False)
     history.train_time_s = evaluator.train_time

@@ -8,7 +8,7 @@ from tensorflow.keras import layers
 
 from cifar_course import compress as C
 from cifar_course import export as E
-from cifar_course.models import build_small_cnn
+from cifar_course.models import build_mobilenet_v2, build_separable_cnn, build_small_cnn
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +50,8 @@ def test_count_cost_matches_hand_computation():
 
 def test_separable_variants_are_cheaper():
     dense = C.count_cost(build_small_cnn(width=16))
-    separable = C.count_cost(C.build_separable_cnn(width=16))
-    mobile = C.build_mobilenet_v2(width=8)
+    separable = C.count_cost(build_separable_cnn(width=16))
+    mobile = build_mobilenet_v2(width=8)
     assert separable["params"] < dense["params"] / 3 and separable["macs"] < dense["macs"] / 3
     assert mobile(np.zeros((2, 32, 32, 3), "float32")).shape == (2, 10)
     kinds = {row[1] for row in C.count_cost(mobile)["layers"]}

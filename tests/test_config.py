@@ -59,3 +59,15 @@ def test_seeding_is_repeatable():
     assert draw() == first
     cc.seed_everything(8, deterministic=False)
     assert draw() != first
+
+
+def test_resolve_takes_none_a_name_or_a_profile(monkeypatch):
+    monkeypatch.setenv("CIFAR_COURSE_PROFILE", "full")
+    assert cc.resolve(None) == cc.profile() == cc.profile("full")
+    assert cc.resolve("smoke") is cc.PROFILES["smoke"]
+    custom = cc.Profile("quick", "synthetic", 10, 10, 1, 8, "a tiny custom run")
+    assert cc.resolve(custom) is custom
+    with pytest.raises(ValueError, match="Unknown profile"):
+        cc.resolve("fast")
+    with pytest.raises(TypeError, match="profile name or a Profile"):
+        cc.resolve(3)

@@ -177,15 +177,42 @@ def test_path_to_an_archive_or_a_parent_folder_loads(tmp_path, cache):
     assert len(splits[0][0]) == 50
 
 
-def test_subset_is_class_balanced_and_keeps_provenance():
-    y = np.repeat(np.arange(10), [50, 60, 70, 80, 90, 100, 110, 120, 130, 140]).astype(np.uint8)
+def test_profile_given_by_name(tmp_path, cache):
+    make_archive(tmp_path)
+    splits = cc.load_cifar10(str(tmp_path / "src"), profile="quick")  # was an AttributeError
+    assert len(splits[0][0]) == 50 and not splits.is_synthetic
+    smoke = cc.load_cifar10(profile="smoke")
+    assert smoke.is_synthetic and len(smoke[0][0]) == cc.profile("smoke").train_size
+
+
+def test_subset_is_stratified_and_keeps_provenance():
+    counts = np.array([50, 60, 70, 80, 90, 100, 110, 120, 130, 140])
+    y = np.repeat(np.arange(10), counts).astype(np.uint8)
     x = np.zeros((len(y), 32, 32, 3), np.uint8)
     x[:, 0, 0, 0] = np.arange(len(y)) % 256
     splits = cc.Splits((x, y), (x[:100], y[:100]), source="test")
-    (xs, ys), (xt, yt) = cc.subset(splits, 200, None)
-    assert np.bincount(ys).tolist() == [20] * 10 and len(yt) == 100
-    assert cc.subset(splits, 200, None).source == "test"
-    assert np.array_equal(cc.subset(splits, 200)[0][1], ys)  # repeatable
+    (xs, ys), (xt, yt) = cc.subset(splits, 190, None)
+    assert np.bincount(ys).tolist() == (counts // 5).tolist() and len(yt) == 100  # each class's share
+    assert np.all(np.isin(xs[:, 0, 0, 0], x[:, 0, 0, 0])) and len(xs) == len(ys)
+    assert cc.subset(splits, 190, None).source == "test"
+    assert np.array_equal(cc.subset(splits, 190)[0][1], ys)  # repeatable
+    assert not np.array_equal(cc.subset(splits, 190, seed=1)[0][0], xs)  # but random
+
+
+def test_subset_of_balanced_data_is_balanced():
+    y = np.arange(1000) % 10
+    idx = data_mod.stratified_indices(y, 200, seed=3)
+    assert np.bincount(y[idx]).tolist() == [20] * 10 and np.all(np.diff(idx) > 0)  # sorted, no repeats
+    assert len(data_mod.stratified_indices(y, 0.05)) == 50
+    assert len(data_mod.stratified_indices(y, 1.0)) == len(data_mod.stratified_indices(y, 5000)) == 1000
+
+
+def test_sha256_of_matches_hashlib(tmp_path):
+    import hashlib
+
+    path = tmp_path / "blob"
+    path.write_bytes(b"cifar" * 300_000)
+    assert data_mod.sha256_of(path) == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------

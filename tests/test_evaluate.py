@@ -59,12 +59,43 @@ def test_evaluate_runs_over_a_dataset_with_one_hot_or_integer_labels():
     model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
     x = np.random.default_rng(0).normal(size=(20, 4)).astype("float32")
     y = np.arange(20) % 3
-    res_int = cc.evaluate(model, tf.data.Dataset.from_tensor_slices((x, y)).batch(6), ["a", "b", "c"])
-    res_hot = cc.evaluate(model, tf.data.Dataset.from_tensor_slices((x, tf.one_hot(y, 3))).batch(6),
-                          ["a", "b", "c"])
+    res_int = cc.evaluate_model(model, tf.data.Dataset.from_tensor_slices((x, y)).batch(6), ["a", "b", "c"])
+    res_hot = cc.evaluate_model(model, tf.data.Dataset.from_tensor_slices((x, tf.one_hot(y, 3))).batch(6),
+                                ["a", "b", "c"])
     assert res_int["probs"].shape == (20, 3) and res_int["labels"].tolist() == y.tolist()
     assert res_hot["top1"] == res_int["top1"] and res_int["top3"] == 1.0
     assert res_int["confusion"].sum() == 20
+
+
+def test_top_k_accuracy_matches_the_definition_on_random_scores():
+    rng = np.random.default_rng(0)
+    for classes in (2, 3, 10):
+        probs = rng.dirichlet(np.ones(classes), size=200)  # continuous: no ties
+        labels = rng.integers(0, classes, 200)
+        for k in range(1, classes + 2):
+            by_hand = (np.argsort(-probs, axis=1)[:, :k] == labels[:, None]).any(axis=1).mean()
+            assert cc.top_k_accuracy(probs, labels, k) == pytest.approx(by_hand)
+    assert cc.top_k_accuracy(PROBS[:1], LABELS[:1], 1) == 1.0  # classes missing from the labels count too
+
+
+def test_predict_outputs_batches_arrays_and_datasets_alike():
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+    x = np.random.default_rng(0).normal(size=(23, 4)).astype("float32")
+    expected = model(x).numpy()
+    calls = []
+
+    def double(batch):
+        calls.append(len(batch))
+        return batch * 2.0
+
+    np.testing.assert_allclose(cc.predict_outputs(model, x, batch_size=5), expected, rtol=1e-6)
+    doubled = cc.predict_outputs(model, x, batch_size=5, preprocess=double)
+    assert calls == [5, 5, 5, 5, 3] and doubled.dtype == np.float32
+    np.testing.assert_allclose(doubled, model(2 * x).numpy(), rtol=1e-6)
+    ds = tf.data.Dataset.from_tensor_slices(x).batch(10)
+    np.testing.assert_allclose(cc.predict_outputs(model, ds), expected, rtol=1e-6)
+    assert cc.predict_outputs(model, x[:0]).shape == (0, 3)
 
 
 def test_bad_shapes_get_a_clear_error():

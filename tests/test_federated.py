@@ -59,6 +59,8 @@ SCRIPT = textwrap.dedent("""
         rows = fl.run_federated(process, datasets, 2, model, x[:40], y[:40], print_every=1)
         after = [np.array(w) for w in model.get_weights()]
         out["rounds"] = len(rows)
+        direct = (model.predict(x[:40].astype(np.float32), verbose=0).argmax(1) == y[:40]).mean()
+        out["accuracy_is_the_final_models"] = abs(float(direct) - rows[-1]["test_accuracy"]) < 1e-9
         out["weights_changed"] = bool(any(not np.allclose(a, b) for a, b in zip(before, after)))
         dp = fl.build_process(fl.build_client_model, datasets[0].element_spec, algorithm="dp_fedavg",
                               noise_multiplier=0.01, clients_per_round=3)
@@ -90,6 +92,7 @@ def test_fedavg_runs_changes_weights_and_leaves_no_worker():
     line = [s for s in proc.stdout.splitlines() if s.startswith("RESULT ")][-1]
     out = json.loads(line[len("RESULT "):])
     assert out["rounds"] == 2 and out["weights_changed"] and out["dp_rounds"] == 1
+    assert out["accuracy_is_the_final_models"]
     assert out["workers_during"], "the test must see a worker, or it proves nothing"
     assert out["workers_after_block"] == []
     assert out["workers_left_to_atexit"]

@@ -8,7 +8,7 @@ from tensorflow import keras
 
 import cifar_course as cc
 from cifar_course.gradcam import (
-    center_heatmaps, find_last_conv_layer, gradcam, localization_report, localization_scores,
+    center_heatmaps, compute_gradcam, find_last_conv_layer, localization_report, localization_scores,
     random_heatmaps,
 )
 
@@ -21,8 +21,8 @@ def trained():
     (x_train, y_train), (x_test, y_test) = data
     model = cc.build_small_cnn(width=16)
     # Batches of 32: enough steps for BatchNorm's moving statistics (momentum 0.99) to settle.
-    cc.train(model, cc.make_dataset(x_train, y_train, 32, training=True), epochs=4, learning_rate=2e-3,
-             progress_every=None)
+    cc.train_model(model, cc.make_dataset(x_train, y_train, 32, training=True), epochs=4, learning_rate=2e-3,
+                   progress_every=None)
     x = cc.normalize(x_test).numpy()
     return model, x, y_test, data.masks[1]
 
@@ -30,31 +30,31 @@ def trained():
 def test_heatmaps_are_normalized_input_sized_and_non_negative():
     model = cc.build_small_cnn(width=8)
     x = np.random.default_rng(0).uniform(size=(6, 32, 32, 3)).astype("float32")
-    heat, classes = gradcam(model, x, batch_size=4)  # two batches
+    heat, classes = compute_gradcam(model, x, batch_size=4)  # two batches
     assert heat.shape == (6, 32, 32) and heat.dtype == np.float32 and classes.shape == (6,)
     assert heat.min() >= 0.0 and heat.max() <= 1.0 + 1e-6
     peaks = heat.max(axis=(1, 2))
     assert np.all((np.abs(peaks - 1) < 1e-5) | (peaks == 0)) and (peaks > 0).any()
-    assert gradcam(model, x, size=(64, 48))[0].shape == (6, 64, 48)
+    assert compute_gradcam(model, x, size=(64, 48))[0].shape == (6, 64, 48)
 
 
 def test_predicted_class_is_the_default(trained):
     model, x, _, _ = trained
-    _, classes = gradcam(model, x[:8])
+    _, classes = compute_gradcam(model, x[:8])
     np.testing.assert_array_equal(classes, model.predict(x[:8], verbose=0).argmax(1))
 
 
 def test_heatmap_changes_with_the_class(trained):
     model, x, y, _ = trained
-    own, _ = gradcam(model, x[:20], class_index=y[:20])
-    other, _ = gradcam(model, x[:20], class_index=(y[:20] + 5) % 10)
+    own, _ = compute_gradcam(model, x[:20], class_index=y[:20])
+    other, _ = compute_gradcam(model, x[:20], class_index=(y[:20] + 5) % 10)
     assert np.abs(own - other).mean() > 0.05
 
 
 def test_softmax_is_restored_after_the_call(trained):
     model, x, _, _ = trained
     before = model(x[:4]).numpy()
-    gradcam(model, x[:4])
+    compute_gradcam(model, x[:4])
     np.testing.assert_allclose(model(x[:4]).numpy(), before, atol=1e-6)
     assert np.allclose(before.sum(1), 1.0, atol=1e-5)
 
@@ -69,10 +69,10 @@ def test_nested_and_sequential_models_work(trained):
     functional = keras.Model(inputs, outputs)
     sequential = keras.Sequential([backbone, *head])
     sequential.build((None, 32, 32, 3))
-    flat, _ = gradcam(model, x[:5])
+    flat, _ = compute_gradcam(model, x[:5])
     for nested in (functional, sequential):
         assert [layer.name for layer in find_last_conv_layer(nested)] == ["backbone", "stage3b_relu"]
-        heat, _ = gradcam(nested, x[:5])
+        heat, _ = compute_gradcam(nested, x[:5])
         np.testing.assert_allclose(heat, flat, atol=1e-4)
 
 
@@ -80,7 +80,7 @@ def test_model_without_convolution_is_refused():
     inputs = keras.Input((32, 32, 3))
     model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(inputs)))
     with pytest.raises(ValueError, match="no convolutional feature map"):
-        gradcam(model, np.zeros((1, 32, 32, 3), "float32"))
+        compute_gradcam(model, np.zeros((1, 32, 32, 3), "float32"))
 
 
 def test_localization_scores_on_known_heatmaps():

@@ -1,10 +1,14 @@
-"""Every builder in MODELS builds and runs; parameter counts follow from the architecture."""
+"""Every builder in MODELS builds and runs (also under mixed precision); parameter counts follow from
+the architecture."""
+
+import inspect
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import cifar_course as cc
+from cifar_course import models
 from cifar_course.models import MODELS, build_baseline_cnn, build_flagship, build_resnet, build_small_cnn
 
 
@@ -25,6 +29,54 @@ def test_every_model_runs_on_a_tiny_batch(name):
     assert np.isfinite(probs).all()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
     assert model.output.dtype == tf.float32
+
+
+@pytest.fixture
+def mixed_policy(request):
+    """Set a mixed-precision policy for one test, and put float32 back after it."""
+    tf.keras.mixed_precision.set_global_policy(request.param)
+    yield request.param
+    tf.keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("mixed_policy", ["mixed_float16", "mixed_bfloat16"], indirect=True)
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_gives_float32_probabilities_under_mixed_precision(name, mixed_policy):
+    model = MODELS[name]()
+    assert model.layers[1].compute_dtype == mixed_policy.split("_")[1]  # the body does run in 16 bits
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
+    probs = model(x, training=False)
+    assert probs.dtype == tf.float32 and model.output.dtype == tf.float32
+    probs = probs.numpy()
+    assert probs.shape == (2, 10) and np.isfinite(probs).all()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_mixed_precision_policy_is_reset_after_the_test():
+    assert tf.keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_every_builder_in_models_is_in_the_registry():
+    builders = {name for name, fn in inspect.getmembers(models, inspect.isfunction)
+                if name.startswith("build_") and fn.__module__ == models.__name__}
+    registered = {fn.__name__ for fn in MODELS.values()}  # lambdas name themselves "<lambda>"
+    wrapped = {name for name in builders
+               if any(name in (fn.__code__.co_names if fn.__name__ == "<lambda>" else ())
+                      for fn in MODELS.values())}
+    assert builders <= registered | wrapped
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_outputs_probabilities_tells_softmax_from_logits(name):
+    assert cc.outputs_probabilities(MODELS[name]())
+    assert not cc.outputs_probabilities(MODELS[name](logits=True))
+
+
+def test_outputs_probabilities_looks_inside_nested_models():
+    inner = build_small_cnn(width=8)
+    outer = tf.keras.Model(inner.input, inner(inner.input))
+    assert isinstance(outer.layers[-1], tf.keras.Model) and cc.outputs_probabilities(outer)
+    assert models.final_layer(outer).name == "classifier"
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -136,3 +136,12 @@ def test_alternating_flip_dataset_refuses_mismatched_labels():
     with pytest.raises(ValueError, match="10 images but 9 labels"):
         cc.make_alternating_flip_dataset(np.zeros((10, 8, 8, 3), "uint8"), np.zeros(9), epochs=1,
                                          batch_size=2)
+
+
+def test_normalize_is_standardize_of_pixels():
+    x = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3)).astype(np.uint8)
+    stats = (np.array([0.4, 0.5, 0.6], np.float32), np.array([0.2, 0.25, 0.3], np.float32))
+    expected = (x / 255.0 - stats[0]) / stats[1]
+    np.testing.assert_allclose(cc.normalize(x, stats).numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(cc.standardize(x / 255.0, stats).numpy(), expected, atol=1e-5)
+    assert cc.standardize(x / 255.0).dtype == tf.float32

@@ -14,7 +14,7 @@ def test_record_round_trip(tmp_path, monkeypatch):
     saved = json.loads(path.read_text())
     assert saved["metrics"] == {"accuracy": 0.1235, "loss": 2} and saved["synthetic"] is True
     assert saved["wall_time_s"] == 3.2 and saved["versions"]["tensorflow"].startswith("2.14")
-    assert saved["hardware"]["cores"] >= 1
+    assert saved["hardware"]["cores"] >= 1 and saved["versions"]["cifar_course"] == cc.__version__
 
     records = cc.load_results(tmp_path)
     assert [r["chapter"] for r in records] == ["99_demo"] and records[0]["origin"] == "your run"
@@ -42,3 +42,13 @@ def test_compare_with_reference(tmp_path, monkeypatch):
 
 def test_load_results_with_nothing_recorded(tmp_path):
     assert cc.load_results(tmp_path / "none") == [] and cc.results_table([]) == []
+
+
+def test_record_takes_a_profile_by_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("CIFAR_COURSE_RESULTS", str(tmp_path))
+    path = cc.record("99_demo", {"accuracy": 0.5}, "synthetic (seed=0)", profile="quick")  # by name
+    assert path == tmp_path / "quick" / "99_demo.json" and json.loads(path.read_text())["profile"] == "quick"
+    monkeypatch.setenv("CIFAR_COURSE_PROFILE", "full")
+    assert cc.record("99_demo", {}, "synthetic (seed=0)").parent.name == "full"  # None: the active one
+    monkeypatch.setattr(results, "REFERENCE_DIR", tmp_path)
+    assert cc.reference("99_demo", "quick") == cc.reference("99_demo", cc.profile("quick")) is not None

@@ -18,8 +18,8 @@ def setup():
     (x_train, y_train), (x_test, y_test) = cc.make_synthetic(3000, 200)
     stats = cc.channel_stats(x_train)
     model = cc.build_small_cnn(width=16)
-    cc.train(model, cc.make_dataset(x_train, y_train, 32, training=True, stats=stats), epochs=3,
-             learning_rate=2e-3, progress_every=None)
+    cc.train_model(model, cc.make_dataset(x_train, y_train, 32, training=True, stats=stats), epochs=3,
+                   learning_rate=2e-3, progress_every=None)
     return model, stats, x_test, y_test
 
 
@@ -68,8 +68,8 @@ def test_fast_adversarial_training_runs_and_the_monitor_records_pgd(setup):
     cc.seed_everything(0)
     robust = FastAdversarialModel(cc.build_small_cnn(width=8, logits=True), stats=stats)
     monitor = RobustnessMonitor(x[:100], y[:100], steps=3)
-    history = cc.train(robust, cc.make_dataset(x_train, y_train, 32, training=True), epochs=2,
-                       progress_every=None, callbacks=[monitor])
+    history = cc.train_model(robust, cc.make_dataset(x_train, y_train, 32, training=True), epochs=2,
+                             progress_every=None, callbacks=[monitor])
     assert np.isfinite(history.history["loss"]).all()
     assert [r["epoch"] for r in monitor.rows] == [1, 2]
     assert all(0 <= r["pgd_acc"] <= r["clean_acc"] + 0.05 for r in monitor.rows)

@@ -16,7 +16,7 @@ from tensorflow import keras
 import cifar_course as cc
 from cifar_course.train import (
     SCHEDULES, Progress, current_learning_rate, distribution_strategy, make_callbacks, make_loss,
-    make_optimizer, make_schedule, schedule_values, train,
+    make_optimizer, make_schedule, schedule_values, train_model,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,7 +112,7 @@ def test_sparse_loss_refuses_label_smoothing():
 
 
 # ------------------------------------------------------------------------------------------------
-# train()
+# train_model()
 
 
 @pytest.fixture(scope="module")
@@ -132,8 +132,8 @@ def tiny_model(seed=0):
 def test_train_lowers_the_loss_and_logs_time_and_lr(tiny_data, capsys):
     x, y, xt, yt = tiny_data
     ds = cc.make_dataset(x, y, batch_size=32, training=True)
-    hist = train(tiny_model(), ds, 4, cc.make_dataset(xt, yt, batch_size=64), learning_rate=3e-3,
-                 schedule="cosine", warmup_epochs=1)
+    hist = train_model(tiny_model(), ds, 4, cc.make_dataset(xt, yt, batch_size=64), learning_rate=3e-3,
+                       schedule="cosine", warmup_epochs=1)
     h = hist.history
     assert h["loss"][-1] < h["loss"][0]
     assert len(h["epoch_time_s"]) == 4 and all(t > 0 for t in h["epoch_time_s"])
@@ -147,8 +147,8 @@ def test_progress_prints_every_k_epochs_and_the_last():
     printed = []
     model = tiny_model()
     (x, y), _ = cc.make_synthetic(64, 8, seed=1)
-    hist = train(model, cc.make_dataset(x, y, batch_size=32), 5, progress_every=None,
-                 callbacks=[Progress(every=2, print_fn=printed.append)])
+    hist = train_model(model, cc.make_dataset(x, y, batch_size=32), 5, progress_every=None,
+                       callbacks=[Progress(every=2, print_fn=printed.append)])
     assert [p.split()[1] for p in printed] == ["2/5", "4/5", "5/5"]
     assert len(hist.history["epoch_time_s"]) == 5  # logged even when silent
 
@@ -156,7 +156,7 @@ def test_progress_prints_every_k_epochs_and_the_last():
 def test_label_smoothing_with_integer_labels(tiny_data):
     x, y, _, _ = tiny_data
     model = tiny_model()
-    train(model, cc.make_dataset(x, y, batch_size=64), 1, label_smoothing=0.1, progress_every=None)
+    train_model(model, cc.make_dataset(x, y, batch_size=64), 1, label_smoothing=0.1, progress_every=None)
     assert model.loss.get_config()["label_smoothing"] == 0.1
     assert isinstance(model.loss, keras.losses.CategoricalCrossentropy)
 
@@ -164,7 +164,7 @@ def test_label_smoothing_with_integer_labels(tiny_data):
 def test_logit_models_get_a_from_logits_loss(tiny_data):
     x, y, _, _ = tiny_data
     model = cc.build_small_cnn(width=4, logits=True)
-    train(model, cc.make_dataset(x, y, batch_size=64), 1, progress_every=None)
+    train_model(model, cc.make_dataset(x, y, batch_size=64), 1, progress_every=None)
     assert model.loss.get_config()["from_logits"]
 
 
@@ -175,7 +175,7 @@ def test_terminate_on_nan_stops_training():
     inputs = keras.Input((32, 32, 3))  # no ReLU on the way: it would turn NaN into 0
     pooled = keras.layers.GlobalAveragePooling2D()(inputs)
     model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(pooled))
-    hist = train(model, ds, 3, progress_every=None)
+    hist = train_model(model, ds, 3, progress_every=None)
     assert len(hist.epoch) == 1 and np.isnan(hist.history["loss"][0])
 
 
@@ -184,9 +184,9 @@ def test_early_stopping_and_tensorboard(tiny_data, tmp_path):
     names = [type(c).__name__ for c in make_callbacks(tmp_path, tmp_path / "tb", 2, progress_every=None)]
     assert names == ["TerminateOnNaN", "Progress", "BackupAndRestore", "TensorBoard", "EarlyStopping"]
     # lr 0: nothing improves, so patience 1 stops after two epochs.
-    hist = train(tiny_model(), cc.make_dataset(x, y, batch_size=64), 6, cc.make_dataset(xt, yt),
-                 learning_rate=0.0, early_stopping_patience=1, tensorboard_dir=tmp_path / "tb",
-                 progress_every=None)
+    hist = train_model(tiny_model(), cc.make_dataset(x, y, batch_size=64), 6, cc.make_dataset(xt, yt),
+                       learning_rate=0.0, early_stopping_patience=1, tensorboard_dir=tmp_path / "tb",
+                       progress_every=None)
     assert len(hist.epoch) == 2
     assert list((tmp_path / "tb").rglob("events.out.tfevents*"))
 
@@ -210,14 +210,14 @@ def test_resume_after_interruption_loses_no_finished_epoch(tiny_data, tmp_path):
     kwargs = dict(optimizer="sgd", learning_rate=0.05, schedule="cosine", progress_every=None)
 
     reference = tiny_model()
-    train(reference, ds, 4, **kwargs)
+    train_model(reference, ds, 4, **kwargs)
 
     model = tiny_model()
     with pytest.raises(KeyboardInterrupt):
-        train(model, ds, 4, checkpoint_dir=tmp_path, callbacks=[Interrupt(epoch=2)], **kwargs)
+        train_model(model, ds, 4, checkpoint_dir=tmp_path, callbacks=[Interrupt(epoch=2)], **kwargs)
     assert (tmp_path / "backup").exists()
     resumed = tiny_model(seed=1)  # a fresh process would rebuild the model from scratch
-    hist = train(resumed, ds, 4, checkpoint_dir=tmp_path, **kwargs)
+    hist = train_model(resumed, ds, 4, checkpoint_dir=tmp_path, **kwargs)
     assert hist.epoch == [2, 3]  # epochs 0 and 1 finished before the interruption and are not redone
     assert resumed.optimizer.iterations.numpy() == reference.optimizer.iterations.numpy()
     for a, b in zip(resumed.get_weights(), reference.get_weights()):
@@ -228,9 +228,9 @@ def test_resume_after_interruption_loses_no_finished_epoch(tiny_data, tmp_path):
 def test_train_rejects_bad_input(tiny_data):
     x, y, _, _ = tiny_data
     with pytest.raises(ValueError, match="epochs"):
-        train(tiny_model(), cc.make_dataset(x, y), 0)
+        train_model(tiny_model(), cc.make_dataset(x, y), 0)
     with pytest.raises(ValueError, match="images, labels"):
-        train(tiny_model(), tf.data.Dataset.from_tensor_slices(x).batch(8), 1)
+        train_model(tiny_model(), tf.data.Dataset.from_tensor_slices(x).batch(8), 1)
 
 
 def test_current_learning_rate_reads_schedules():
@@ -279,7 +279,7 @@ WORKER = textwrap.dedent("""
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16).with_options(options)
-    cc.train(model, ds, 2, optimizer="sgd", learning_rate=0.1, progress_every=None)
+    cc.train_model(model, ds, 2, optimizer="sgd", learning_rate=0.1, progress_every=None)
     print(json.dumps({"checksum": float(sum(np.abs(w).sum() for w in model.get_weights())),
                       "steps": int(model.optimizer.iterations.numpy())}))
 """)

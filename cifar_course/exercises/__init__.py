@@ -6,11 +6,7 @@ One module per topic; every check is re-exported here: `cc.exercises.check_chann
 
 from __future__ import annotations
 
-
-def report(ok: bool, success: str, hint: str) -> bool:
-    """Print the verdict a learner sees and return it."""
-    print(f"Correct: {success}" if ok else f"Not yet. Hint: {hint}")
-    return bool(ok)
+from .verdict import report  # noqa: F401
 from .training import *  # noqa: E402,F401,F403
 from .deployment import *  # noqa: E402,F401,F403
 from .inspection import *  # noqa: E402,F401,F403

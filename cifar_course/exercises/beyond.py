@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import report
+from .verdict import report
 
 __all__ = ["check_negatives", "check_soft_targets", "check_fedavg_average", "check_head_params"]
 

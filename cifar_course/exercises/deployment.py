@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import report
+from .verdict import report
 
 __all__ = ["check_separable_macs", "check_cost_ratio", "check_preprocess"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import report
+from .verdict import report
 
 __all__ = ["check_channel_weights", "check_energy_inside", "check_budget_in_model_units", "check_projection"]
 

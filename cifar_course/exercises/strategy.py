@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import report
+from .verdict import report
 
 __all__ = ["check_mixup_label", "check_cutmix_weight", "check_top_k", "check_ece", "check_sorted_batches"]
 

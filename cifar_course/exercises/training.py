@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import report
+from .verdict import report
 
 __all__ = ["check_conv_params", "check_output_size", "check_se_params", "check_resnet_depth"]
 
