@@ -22,8 +22,7 @@ from .data import (  # noqa: E402
     load_cifar10, load_image_folder, load_image_tree, subset,
 )
 from .pipeline import (  # noqa: E402
-    AUGMENTATIONS, channel_stats, make_alternating_flip_dataset, make_dataset, normalize, pad_crop_flip,
-    random_affine,
+    AUGMENTATIONS, channel_stats, make_dataset, normalize, pad_crop_flip, random_affine,
 )
 from .results import (  # noqa: E402
     compare_with_reference, load_results, record, reference, results_table,
@@ -33,18 +32,21 @@ from .models import (  # noqa: E402
     MODELS, build_baseline_cnn, build_resnet, build_small_cnn, preact_residual_block, residual_block,
     se_block,
 )
-from .train import (  # noqa: E402
-    OPTIMIZERS, SCHEDULES, Progress, Schedule, current_learning_rate, distribution_strategy, make_callbacks,
-    make_loss, make_optimizer, make_schedule, plot_schedule, schedule_values, train, use_mixed_precision,
+from .schedules import SCHEDULES, make_schedule, schedule_values  # noqa: E402
+from .optim import (  # noqa: E402
+    OPTIMIZERS, Muon, SGDScaledBiases, current_learning_rate, make_optimizer, orthogonalize,
 )
-from .models import PartialIdentity, build_flagship, init_whitening  # noqa: E402
 from .train import (  # noqa: E402
-    FLAGSHIP_15_MINUTES, FLAGSHIP_SGD, EpochEval, Lookahead, Muon, SGDScaledBiases, flagship_recipe,
-    orthogonalize, predict_tta, train_flagship,
+    FULL_PROFILE_TARGETS, Progress, distribution_strategy, make_callbacks, make_loss, resnet_recipe, train,
+    use_mixed_precision,
+)
+from .flagship import (  # noqa: E402
+    FLAGSHIP_15_MINUTES, FLAGSHIP_SGD, EpochEval, Lookahead, PartialIdentity, build_flagship,
+    flagship_recipe, init_whitening, make_alternating_flip_dataset, predict_tta, train_flagship,
 )
 from .models import layer_table  # noqa: E402
 from .tables import markdown_table, show_table  # noqa: E402
-from .train import plot_history  # noqa: E402
+from .plots import plot_history, plot_schedule  # noqa: E402
 from .compress import (  # noqa: E402
     TFLiteModel, build_mobilenet_v2, build_pruned_model, build_qat_model, build_separable_cnn,
     compare_tflite, count_cost, evaluate_tflite, file_sizes, inverted_residual_block, keras_tflite_gap,
@@ -80,4 +82,3 @@ from .simclr import (  # noqa: E402
 from .distill import Distiller, distillation_loss, soft_targets  # noqa: E402
 from . import federated  # noqa: E402  (TFF itself is imported only when a federated function needs it)
 from .troubleshoot import BatchLosses, roughness, sort_by_label  # noqa: E402
-from .train import FULL_PROFILE_TARGETS, resnet_recipe  # noqa: E402
