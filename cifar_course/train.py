@@ -237,7 +237,8 @@ def train(model, train_ds, epochs: int, val_ds=None, *, optimizer="adam", learni
 
 
 def recipe_with(recipe: dict, overrides: dict, what: str) -> dict:
-    """`recipe` updated with `overrides`, refusing keys it does not have (a typo would be ignored)."""
+    """`recipe` updated with `overrides`, refusing keys it does not have (a mistyped key would otherwise
+    be ignored without a word)."""
     unknown = set(overrides) - set(recipe)
     if unknown:
         raise ValueError(f"Unknown {what} recipe keys {sorted(unknown)}; known: {sorted(recipe)}.")
@@ -245,7 +246,8 @@ def recipe_with(recipe: dict, overrides: dict, what: str) -> dict:
 
 
 # Full-profile (one GPU) accuracy targets. TARGETS, NOT MEASUREMENTS: no GPU was available to the course's
-# authors; the recipes below are configured to reach them (mean of several seeds).
+# authors; resnet_recipe below and flagship.flagship_recipe are configured to reach them (mean of
+# several seeds).
 FULL_PROFILE_TARGETS = {"resnet20": 0.915, "flagship": 0.94}
 
 
