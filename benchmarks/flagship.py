@@ -4,6 +4,8 @@
         [--epochs 7] [--widths 32,128,128] [--batch-size 2000] [--sgd] [--eval-every 1] [--profile quick]
 
 Training time excludes the per-epoch test evaluation (timed apart). Results go in benchmarks/README.md.
+The recipe itself is cifar_course/flagship.py (cc.flagship_recipe, cc.train_flagship); in a terminal the
+run shows a progress bar over its steps.
 """
 
 import argparse

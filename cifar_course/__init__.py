@@ -18,9 +18,11 @@ The flow:
     data          loaders (archive, batches, image folders) and their checks, stratified subsets
     synthetic     the CIFAR-shaped stand-in, pure NumPy, with known object masks
     pipeline      tf.data pipelines, batch augmentation, standardization
-    models        every network builder (all in `MODELS`), the float32 head, `outputs_probabilities`
-    train         schedules, optimizers (Muon), callbacks, precision and strategies, `train_model`,
-                  the flagship recipe (being split into schedules, optim, train and flagship)
+    models        every network builder (all in `MODELS`) with its float32 head
+    schedules     learning-rate schedule shapes (Keras' own where it has them)
+    optim         optimizers: Adam/AdamW/SGD by name, SGD with scaled BatchNorm biases, Muon
+    train         `train_model` over `model.fit`, losses, callbacks, precision and strategies
+    flagship      the whole fast recipe (after airbench94_muon), top to bottom in one file
     evaluate      metrics, calibration, `predict` and the one batched-inference loop
     plots         figures of data and evaluation
     tables        row dicts -> Markdown tables
@@ -57,36 +59,33 @@ from .data import (  # noqa: E402
 )
 from .synthetic import SHAPE_NAMES, draw_synthetic, make_synthetic  # noqa: E402
 from .pipeline import (  # noqa: E402
-    AUGMENTATIONS, channel_stats, make_alternating_flip_dataset, make_dataset, make_image_data_generator,
-    measure_throughput, normalize, pad_crop_flip, random_affine, standardize,
+    AUGMENTATIONS, channel_stats, make_dataset, make_image_data_generator, measure_throughput, normalize,
+    pad_crop_flip, random_affine, standardize,
 )
 from .models import (  # noqa: E402
-    MODELS, PartialIdentity, build_baseline_cnn, build_flagship, build_mobilenet_v2, build_regularized_resnet,
-    build_resnet, build_separable_cnn, build_small_cnn, init_whitening, inverted_residual_block, layer_table,
-    outputs_probabilities, preact_residual_block, residual_block, se_block, separable_bn_relu,
+    MODELS, build_baseline_cnn, build_mobilenet_v2, build_regularized_resnet, build_resnet,
+    build_separable_cnn, build_small_cnn, inverted_residual_block, layer_table, preact_residual_block,
+    residual_block, se_block, separable_bn_relu,
 )
-# train.py is being split (issue 11, part A); these blocks are grouped by the module each name moves to.
-from .train import (  # noqa: E402  schedules
-    SCHEDULES, Schedule, make_schedule, plot_schedule, schedule_values,
-)
-from .train import (  # noqa: E402  optim
+from .schedules import SCHEDULES, make_schedule, schedule_values  # noqa: E402
+from .optim import (  # noqa: E402
     OPTIMIZERS, Muon, SGDScaledBiases, current_learning_rate, make_optimizer, orthogonalize,
 )
-from .train import (  # noqa: E402  train
-    Progress, distribution_strategy, make_callbacks, make_loss, plot_history, train_model,
-    use_mixed_precision,
+from .train import (  # noqa: E402
+    FULL_PROFILE_TARGETS, Progress, distribution_strategy, make_callbacks, make_loss, outputs_probabilities,
+    resnet_recipe, train_model, use_mixed_precision,
 )
-from .train import (  # noqa: E402  flagship
-    FLAGSHIP_15_MINUTES, FLAGSHIP_SGD, FULL_PROFILE_TARGETS, EpochEval, Lookahead, flagship_recipe,
-    predict_tta, resnet_recipe, train_flagship,
+from .flagship import (  # noqa: E402
+    FLAGSHIP_15_MINUTES, FLAGSHIP_SGD, EpochEval, Lookahead, PartialIdentity, build_flagship,
+    flagship_recipe, init_whitening, make_alternating_flip_dataset, predict_tta, train_flagship,
 )
 from .evaluate import (  # noqa: E402
     calibration_bins, class_report, confusion, evaluate_model, expected_calibration_error, predict,
     predict_outputs, top_k_accuracy, worst_mistakes,
 )
 from .plots import (  # noqa: E402
-    plot_augmentations, plot_class_balance, plot_confusion_matrix, plot_image_grid, plot_mistakes,
-    plot_reliability,
+    plot_augmentations, plot_class_balance, plot_confusion_matrix, plot_history, plot_image_grid,
+    plot_mistakes, plot_reliability, plot_schedule,
 )
 from .tables import markdown_table, show_table  # noqa: E402
 from .results import (  # noqa: E402
@@ -133,25 +132,25 @@ __all__ = [
     "load_image_folder", "load_image_tree", "stratified_indices", "subset",
     "SHAPE_NAMES", "draw_synthetic", "make_synthetic",
     # pipeline, models
-    "AUGMENTATIONS", "channel_stats", "make_alternating_flip_dataset", "make_dataset",
+    "AUGMENTATIONS", "channel_stats", "make_dataset",
     "make_image_data_generator", "measure_throughput", "normalize", "pad_crop_flip", "random_affine",
     "standardize",
-    "MODELS", "PartialIdentity", "build_baseline_cnn", "build_flagship", "build_mobilenet_v2",
-    "build_regularized_resnet", "build_resnet", "build_separable_cnn", "build_small_cnn", "init_whitening",
-    "inverted_residual_block", "layer_table", "outputs_probabilities", "preact_residual_block",
+    "MODELS", "build_baseline_cnn", "build_mobilenet_v2",
+    "build_regularized_resnet", "build_resnet", "build_separable_cnn", "build_small_cnn",
+    "inverted_residual_block", "layer_table", "preact_residual_block",
     "residual_block", "se_block", "separable_bn_relu",
-    # schedules, optim, train, flagship (all in train.py for now)
-    "SCHEDULES", "Schedule", "make_schedule", "plot_schedule", "schedule_values",
+    # schedules, optim, train, flagship
+    "SCHEDULES", "make_schedule", "schedule_values",
     "OPTIMIZERS", "Muon", "SGDScaledBiases", "current_learning_rate", "make_optimizer", "orthogonalize",
-    "Progress", "distribution_strategy", "make_callbacks", "make_loss", "plot_history", "train_model",
-    "use_mixed_precision",
-    "FLAGSHIP_15_MINUTES", "FLAGSHIP_SGD", "FULL_PROFILE_TARGETS", "EpochEval", "Lookahead",
-    "flagship_recipe", "predict_tta", "resnet_recipe", "train_flagship",
+    "FULL_PROFILE_TARGETS", "Progress", "distribution_strategy", "make_callbacks", "make_loss",
+    "outputs_probabilities", "resnet_recipe", "train_model", "use_mixed_precision",
+    "FLAGSHIP_15_MINUTES", "FLAGSHIP_SGD", "EpochEval", "Lookahead", "PartialIdentity", "build_flagship",
+    "flagship_recipe", "init_whitening", "make_alternating_flip_dataset", "predict_tta", "train_flagship",
     # evaluate, plots, tables, results
     "calibration_bins", "class_report", "confusion", "evaluate_model", "expected_calibration_error",
     "predict", "predict_outputs", "top_k_accuracy", "worst_mistakes",
-    "plot_augmentations", "plot_class_balance", "plot_confusion_matrix", "plot_image_grid",
-    "plot_mistakes", "plot_reliability",
+    "plot_augmentations", "plot_class_balance", "plot_confusion_matrix", "plot_history", "plot_image_grid",
+    "plot_mistakes", "plot_reliability", "plot_schedule",
     "markdown_table", "show_table",
     "compare_with_reference", "load_results", "record", "reference", "results_table",
     # topic modules

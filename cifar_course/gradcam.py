@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow import keras
 
-from .models import final_layer, outputs_probabilities
+from .train import final_layer, outputs_probabilities
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,16 +1,18 @@
 """Builders for every network the course trains: functional Keras, uncompiled, float32 softmax
 probabilities out (also under mixed precision) unless `logits=True`.
 
-`MODELS` maps a name to its builder, so tests can build and run every one of them.
+`MODELS` maps a name to its builder, so tests can build and run every one of them. The flagship
+network (`build_flagship`, chapter 3) is defined in `flagship` with the rest of its recipe and imported
+here for the registry; `flagship` imports nothing from this module, so the imports run one way.
 """
 
 from __future__ import annotations
 
-import tensorflow as tf
 from tensorflow import keras
 from tensorflow.keras import layers
 
 from .regularize import StochasticDepth, l2
+from .flagship import build_flagship  # the flagship network lives with its recipe, for MODELS
 
 INPUT_SHAPE = (32, 32, 3)
 
@@ -19,18 +21,6 @@ def _head(x, num_classes: int, logits: bool, kernel_regularizer=None):
     # float32 even under mixed precision: a float16 softmax loses small probabilities.
     return layers.Dense(num_classes, activation=None if logits else "softmax", dtype="float32",
                         kernel_regularizer=kernel_regularizer, name="classifier")(x)
-
-
-def final_layer(model):
-    """The layer that makes the model's output, looking inside nested models (a backbone as a layer)."""
-    layer = model.layers[-1]
-    return final_layer(layer) if isinstance(layer, keras.Model) else layer
-
-
-def outputs_probabilities(model) -> bool:
-    """True when the model ends in a softmax (the course's default), False when it outputs logits."""
-    activation = getattr(final_layer(model), "activation", None)
-    return activation is keras.activations.softmax or getattr(activation, "__name__", "") == "softmax"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -279,103 +269,6 @@ def build_mobilenet_v2(num_classes: int = 10, width: int = 16, expansion: int = 
     x = layers.ReLU(6.0, name="head_relu6")(layers.BatchNormalization(name="head_bn")(x))
     x = layers.GlobalAveragePooling2D()(x)
     return keras.Model(inputs, _head(x, num_classes, logits), name="mobilenet_v2_cifar")
-
-
-# ------------------------------------------------------------------------------------------------
-# The flagship fast recipe network (after Keller Jordan's airbench, 2024)
-
-
-class PartialIdentity(keras.initializers.Initializer):
-    """Conv kernels whose first min(in, out) filters pass their input channel through unchanged (a 'dirac'
-    identity at the kernel centre); the rest are drawn from `base`. A deep plain net then starts close to
-    a shallow one, which trains faster (airbench uses it on every conv)."""
-
-    def __init__(self, base=None):
-        # PyTorch's default conv init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as airbench uses.
-        pytorch_default = keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform")
-        self.base = keras.initializers.get(base or pytorch_default)
-
-    def __call__(self, shape, dtype=None, **kwargs):
-        import numpy as np
-
-        kh, kw, cin, cout = (int(d) for d in shape)
-        n = min(cin, cout)
-        identity = np.zeros(shape, "float32")
-        identity[kh // 2, kw // 2, np.arange(n), np.arange(n)] = 1.0
-        keep_random = np.ones(shape, "float32")
-        keep_random[..., :n] = 0.0
-        return self.base(shape, dtype) * tf.constant(keep_random, dtype) + tf.constant(identity, dtype)
-
-    def get_config(self):
-        return {"base": keras.initializers.serialize(self.base)}
-
-
-def _flagship_group(x, filters: int, activation, bn_momentum: float, name: str):
-    """conv -> max-pool -> BN -> act -> conv -> BN -> act: pooling before BatchNorm halves its cost."""
-    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer=PartialIdentity(),
-                      name=f"{name}_conv1")(x)
-    x = layers.MaxPooling2D(name=f"{name}_pool")(x)
-    x = layers.BatchNormalization(momentum=bn_momentum, epsilon=1e-5, scale=False, name=f"{name}_bn1")(x)
-    x = layers.Activation(activation, name=f"{name}_act1")(x)
-    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer=PartialIdentity(),
-                      name=f"{name}_conv2")(x)
-    x = layers.BatchNormalization(momentum=bn_momentum, epsilon=1e-5, scale=False, name=f"{name}_bn2")(x)
-    return layers.Activation(activation, name=f"{name}_act2")(x)
-
-
-def build_flagship(widths=(32, 128, 128), stem_width: int = 24, activation: str = "gelu",
-                   bn_momentum: float = 0.6, logit_scale: float = 1 / 9, num_classes: int = 10,
-                   logits: bool = False, input_shape=INPUT_SHAPE):
-    """A small VGG-like net built for speed: a 2x2 'whitening' stem, three conv groups that each halve
-    the resolution (32 -> 16 -> 8 -> 4 after the stem's 31), global max-pool, a bias-free linear head
-    whose logits are scaled down (a cheap temperature that stabilises the large learning rates).
-
-    airbench94 uses widths (64, 256, 256) on a GPU; the default here is sized for a laptop CPU.
-    Initialise the stem from data with `init_whitening(model, images)` before training.
-    """
-    if len(widths) != 3:
-        raise ValueError(f"widths needs three stage widths, got {widths!r}")
-    inputs = keras.Input(input_shape)
-    # 2x2 conv, no padding: (32, 32, 3) -> (31, 31, stem_width); frozen after init_whitening.
-    x = layers.Conv2D(stem_width, 2, padding="valid", name="whiten")(inputs)
-    x = layers.Activation(activation, name="whiten_act")(x)
-    for i, filters in enumerate(widths):
-        x = _flagship_group(x, filters, activation, bn_momentum, name=f"group{i + 1}")
-    x = layers.GlobalMaxPooling2D(name="pool")(x)
-    x = layers.Dense(num_classes, use_bias=False, name="linear")(x)
-    x = layers.Rescaling(logit_scale, name="logit_scale")(x)
-    if not logits:
-        x = layers.Activation("softmax", dtype="float32", name="classifier")(x)
-    return keras.Model(inputs, x, name="flagship")
-
-
-def init_whitening(model, images, eps: float = 5e-4, layer: str = "whiten"):
-    """Set the stem's filters to the whitening transform of 2x2 image patches (both signs) and freeze it.
-
-    images: float (N, 32, 32, 3) as the model sees them (normalized); a few thousand are enough.
-    Each filter projects a patch onto one principal direction, divided by its spread, so the first layer
-    outputs decorrelated features of unit variance from the start.
-    """
-    import numpy as np
-
-    stem = model.get_layer(layer)
-    k = stem.kernel_size[0]
-    x = np.asarray(images, np.float64)
-    n, h, w, c = x.shape
-    patches = np.stack([x[:, i:h - k + 1 + i, j:w - k + 1 + j, :] for i in range(k) for j in range(k)],
-                       axis=3)  # (N, H', W', k*k, C), patch index in (row, col) order
-    patches = patches.reshape(-1, k * k * c)
-    cov = patches.T @ patches / len(patches)
-    eigenvalues, eigenvectors = np.linalg.eigh(cov)  # ascending
-    filters = (eigenvectors / np.sqrt(eigenvalues + eps)).T[::-1]  # (k*k*c, k*k*c), largest first
-    filters = np.concatenate([filters, -filters])  # (2*k*k*c, k*k*c)
-    if len(filters) != stem.filters:
-        raise ValueError(f"The stem has {stem.filters} filters; whitening {k}x{k}x{c} patches gives "
-                         f"{len(filters)}. Build the model with stem_width={len(filters)}.")
-    kernel = filters.reshape(-1, k, k, c).transpose(1, 2, 3, 0)  # (k, k, C, filters)
-    stem.set_weights([kernel.astype("float32"), np.zeros(stem.filters, "float32")])
-    stem.trainable = False
-    return model
 
 
 MODELS = {

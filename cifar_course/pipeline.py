@@ -145,34 +145,6 @@ def make_dataset(x, y, batch_size: int = 128, training: bool = False, augment=No
     return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def make_alternating_flip_dataset(x, y, epochs: int, batch_size: int, pad: int = 2, stats=None,
-                                  seed: int = 0):
-    """Training batches for all `epochs` at once (fit with steps_per_epoch=len(x) // batch_size), with
-    airbench's alternating flip: each image is mirrored at random once, and then every odd epoch all of
-    them are, so each image is seen in both orientations in turn instead of by a coin toss per epoch.
-    Each image is also shifted by up to `pad` pixels (reflect padding), anew every epoch.
-    """
-    x, y = np.asarray(x), np.asarray(y).reshape(-1).astype(np.int32)
-    if len(x) != len(y):
-        raise ValueError(f"{len(x)} images but {len(y)} labels.")
-    n = len(x)
-    mirrored_first = np.random.default_rng(seed).random(n) < 0.5
-    x = np.where(mirrored_first[:, None, None, None], x[:, :, ::-1], x)
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).cache()
-    ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True).repeat(epochs).enumerate()
-
-    def prepare(index, example):
-        images, labels = example
-        images = tf.cast(images, tf.float32)
-        odd_epoch = (index // n) % 2 == 1  # (B,): the epoch each image belongs to
-        images = tf.where(odd_epoch[:, None, None, None], tf.reverse(images, axis=[2]), images)
-        images = pad_crop_flip(images, pad=pad, flip=False)
-        return normalize(images, stats), labels
-
-    ds = ds.batch(batch_size, drop_remainder=True)
-    return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-
-
 # ------------------------------------------------------------------------------------------------
 # Throughput: the old way (ImageDataGenerator) against this pipeline, same recipe, same process
 

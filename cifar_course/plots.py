@@ -1,11 +1,15 @@
-"""Figures the chapters show: samples, class balance, augmentations (more arrive with later chapters).
+"""Figures the chapters show: samples, class balance, augmentations, learning curves and schedules,
+evaluation figures.
 
-Every function returns the matplotlib Figure, so a chapter can show it, save it or test it.
+Every function returns the matplotlib Figure (or, for the training figures, the Axes they drew on), so a
+chapter can show it, save it or test it.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from .schedules import schedule_values
 
 
 def _figure(rows: int, cols: int, cell: float = 1.1):
@@ -78,6 +82,51 @@ def plot_augmentations(image, recipes: dict, n: int = 6, seed: int = 0):
     axes[0, 0].set_title("original", fontsize=9)
     fig.subplots_adjust(wspace=0.05, hspace=0.05, left=0.2)
     return fig
+
+
+# ------------------------------------------------------------------------------------------------
+# Training figures: learning curves (chapter 2) and learning-rate schedules (chapter 4)
+
+
+def plot_history(histories, metrics=("loss", "accuracy"), axes=None):
+    """Learning curves: one panel per metric, training solid and validation dashed, for one History
+    or a {label: History} dict (curves of several runs on shared axes)."""
+    import matplotlib.pyplot as plt
+
+    if not isinstance(histories, dict):
+        histories = {"": histories}
+    if axes is None:
+        _, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.5), squeeze=False)
+        axes = axes[0]
+    for ax, metric in zip(axes, metrics):
+        for i, (label, hist) in enumerate(histories.items()):
+            h = getattr(hist, "history", hist)
+            epochs = np.arange(1, len(h[metric]) + 1)
+            color = f"C{i}"
+            ax.plot(epochs, h[metric], color=color, label=f"{label} train".strip())
+            if f"val_{metric}" in h:
+                ax.plot(epochs, h[f"val_{metric}"], "--", color=color, label=f"{label} validation".strip())
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.legend(fontsize="small")
+    return axes
+
+
+def plot_schedule(schedules, total_steps: int, steps_per_epoch: int | None = None, ax=None):
+    """Plot one schedule or a {label: schedule} dict against steps (or epochs when steps_per_epoch)."""
+    import matplotlib.pyplot as plt
+
+    if not isinstance(schedules, dict):
+        schedules = {getattr(schedules, "name", None) or "schedule": schedules}
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.5))
+    x = np.arange(total_steps) / (steps_per_epoch or 1)
+    for label, sched in schedules.items():
+        ax.plot(x, schedule_values(sched, total_steps), label=label)
+    ax.set_xlabel("epoch" if steps_per_epoch else "step")
+    ax.set_ylabel("learning rate")
+    ax.legend()
+    return ax
 
 
 # ------------------------------------------------------------------------------------------------

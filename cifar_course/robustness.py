@@ -16,7 +16,7 @@ import tensorflow as tf
 from tensorflow import keras
 
 from .evaluate import predict_outputs
-from .models import outputs_probabilities
+from .train import outputs_probabilities
 from .pipeline import standardize  # pixels in [0, 1] -> what a model trained with `stats` takes
 
 EPSILON = 8 / 255  # the usual CIFAR-10 L-infinity budget: 8 grey levels per pixel and channel

@@ -76,7 +76,7 @@ def test_outputs_probabilities_looks_inside_nested_models():
     inner = build_small_cnn(width=8)
     outer = tf.keras.Model(inner.input, inner(inner.input))
     assert isinstance(outer.layers[-1], tf.keras.Model) and cc.outputs_probabilities(outer)
-    assert models.final_layer(outer).name == "classifier"
+    assert cc.train.final_layer(outer).name == "classifier"
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -152,36 +152,8 @@ def test_deeper_resnets_have_more_blocks():
     assert len(build_resnet(32).layers) > len(build_resnet(20).layers)
 
 
-def test_init_whitening_decorrelates_patches_and_freezes_the_stem():
-    rng = np.random.default_rng(0)
-    # Correlated images: smooth random fields, so neighbouring pixels and channels correlate strongly.
-    base = rng.normal(size=(200, 8, 8, 1))
-    images = np.repeat(np.repeat(base, 4, axis=1), 4, axis=2) + 0.1 * rng.normal(size=(200, 32, 32, 3))
-    images = images.astype("float32")
-    model = cc.init_whitening(build_flagship(widths=(8, 8, 8)), images, eps=1e-6)
-    stem = model.get_layer("whiten")
-    assert not stem.trainable
-    out = tf.keras.Model(model.input, stem.output)(images).numpy().reshape(-1, 24)
-    cov = np.cov(out[:, :12], rowvar=False)
-    np.testing.assert_allclose(cov, np.eye(12), atol=0.05)
-    np.testing.assert_allclose(out[:, 12:], -out[:, :12], atol=1e-4)  # the mirrored half
-
-
 def test_layer_table_lists_shapes_and_parameters():
     rows = cc.layer_table(build_baseline_cnn())
     assert rows[0]["output shape"] == (32, 32, 3) and rows[-1]["output shape"] == (10,)
     assert sum(r["parameters"] for r in rows) == 122_570
     assert [r["type"] for r in rows][:3] == ["InputLayer", "Conv2D", "MaxPooling2D"]
-
-
-def test_partial_identity_passes_the_first_channels_through():
-    init = cc.PartialIdentity()
-    kernel = init((3, 3, 4, 6)).numpy()
-    conv = tf.keras.layers.Conv2D(6, 3, padding="same", use_bias=False, kernel_initializer=init)
-    x = np.random.default_rng(0).normal(size=(2, 8, 8, 4)).astype("float32")
-    y = conv(x).numpy()
-    np.testing.assert_allclose(y[..., :4], x, atol=1e-6)  # identity for min(in, out) = 4 filters
-    assert np.abs(kernel[..., 4:]).max() > 0  # the other filters are random
-    assert np.abs(kernel[..., 4:]).max() <= 1 / np.sqrt(9 * 4) + 1e-6  # U(+-1/sqrt(fan_in))
-    wide_in = init((3, 3, 6, 4)).numpy()  # more inputs than outputs: every filter is an identity
-    assert np.count_nonzero(wide_in) == 4 and wide_in[1, 1, 3, 3] == 1

@@ -110,32 +110,10 @@ def test_image_data_generator_equivalents_and_throughput_rows(images):
     assert rows[0]["speed-up"] == 1.0 and all(r["images/s"] > 0 for r in rows)
 
 
-def test_alternating_flip_mirrors_every_image_on_odd_epochs():
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (40, 8, 8, 3)).astype("uint8")
-    y = np.arange(40)  # the label tells which image it is
-    ds = cc.make_alternating_flip_dataset(x, y, epochs=3, batch_size=40, pad=0)
-    epochs = []
-    for images, labels in ds:  # one batch per epoch, back in image order, back to uint8
-        epochs.append(np.round(images.numpy() * 255).astype("uint8")[np.argsort(labels.numpy())])
-    assert len(epochs) == 3
-    mirrored = np.array([np.array_equal(e, x[i, :, ::-1]) for i, e in enumerate(epochs[0])])
-    assert all(np.array_equal(e, x[i]) or mirrored[i] for i, e in enumerate(epochs[0]))
-    assert 0.2 < mirrored.mean() < 0.8  # a coin toss per image, once
-    np.testing.assert_array_equal(epochs[1], epochs[0][:, :, ::-1])  # odd epoch: all flipped
-    np.testing.assert_array_equal(epochs[2], epochs[0])
-
-
 def test_pad_crop_without_flip_only_shifts():
     x = tf.constant(np.random.default_rng(1).normal(size=(16, 8, 8, 3)), tf.float32)
     out = cc.pad_crop_flip(x, pad=0, flip=False)
     np.testing.assert_array_equal(out.numpy(), x.numpy())
-
-
-def test_alternating_flip_dataset_refuses_mismatched_labels():
-    with pytest.raises(ValueError, match="10 images but 9 labels"):
-        cc.make_alternating_flip_dataset(np.zeros((10, 8, 8, 3), "uint8"), np.zeros(9), epochs=1,
-                                         batch_size=2)
 
 
 def test_normalize_is_standardize_of_pixels():

@@ -43,3 +43,17 @@ def test_augmentations_one_row_per_recipe(data):
     assert np.array_equal(fig.axes[5].get_images()[0].get_array(), x[0])
     with pytest.raises(ValueError, match="one image"):
         cc.plot_augmentations(x[:2], {"same": lambda b: b})
+
+
+def test_plot_schedule_draws_one_line_per_schedule():
+    scheds = {n: cc.make_schedule(n, 0.1, 50, steps_per_epoch=5) for n in ("cosine", "onecycle")}
+    ax = cc.plot_schedule(scheds, 50, steps_per_epoch=5)
+    assert len(ax.get_lines()) == 2 and ax.get_xlabel() == "epoch"
+
+
+def test_plot_history_draws_train_and_validation_per_run():
+    runs = {"a": {"loss": [2.0, 1.5], "val_loss": [2.1, 1.7]}, "b": {"loss": [2.0, 1.2]}}
+    loss_ax, = cc.plot_history(runs, metrics=("loss",))
+    styles = [line.get_linestyle() for line in loss_ax.get_lines()]
+    assert styles == ["-", "--", "-"]  # a: train and validation, b: train only (no validation logged)
+    assert loss_ax.get_xlabel() == "epoch" and list(loss_ax.get_lines()[0].get_xdata()) == [1, 2]
