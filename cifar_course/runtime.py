@@ -122,8 +122,9 @@ class TFLiteModel:
     def __init__(self, model, num_threads: int | None = 1):
         content = Path(model).read_bytes() if isinstance(model, (str, Path)) else bytes(model)
         self.size_bytes = len(content)
+        interpreter_class = tflite_interpreter_class()  # imported outside quiet_native: errors stay visible
         with quiet_native():
-            self.interpreter = tflite_interpreter_class()(model_content=content, num_threads=num_threads)
+            self.interpreter = interpreter_class(model_content=content, num_threads=num_threads)
             self.interpreter.allocate_tensors()
         self._input = self.interpreter.get_input_details()[0]
         self._output = self.interpreter.get_output_details()[0]
