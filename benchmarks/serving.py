@@ -147,7 +147,8 @@ def main():
                                   (np.full(3, 0.47), np.full(3, 0.25)))
     slim_python, install_s = make_slim_venv(work / "slim")
     full_python = str(ROOT / ".venv" / "bin" / "python")
-    sizes = {"serving install (requirements-serve.txt)": du(work / "slim"), "full env (.venv)": du(ROOT / ".venv")}
+    sizes = {"serving install (requirements-serve.txt)": du(work / "slim"),
+             "full env (.venv)": du(ROOT / ".venv")}
 
     def serve_command(python, port):
         return [python, "-m", "cifar_course", "serve", str(model_path), "--port", str(port)]

@@ -22,7 +22,8 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 def url(tmp_path_factory):
     keras.utils.set_random_seed(0)
     folder = tmp_path_factory.mktemp("page")
-    path = E.export_tflite(build_small_cnn(width=4), folder / "model.tflite", [f"class{i}" for i in range(10)])
+    names = [f"class{i}" for i in range(10)]
+    path = E.export_tflite(build_small_cnn(width=4), folder / "model.tflite", names)
     with S.running_server(path, top_k=3) as base:
         yield base
 
