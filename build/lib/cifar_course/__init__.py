@@ -48,8 +48,9 @@ if not SERVING_ONLY:
         se_block,
     )
     from .train import (  # noqa: E402
-        OPTIMIZERS, SCHEDULES, Progress, Schedule, current_learning_rate, distribution_strategy, make_callbacks,
-        make_loss, make_optimizer, make_schedule, plot_schedule, schedule_values, train, use_mixed_precision,
+        OPTIMIZERS, SCHEDULES, Progress, Schedule, current_learning_rate, distribution_strategy,
+        make_callbacks, make_loss, make_optimizer, make_schedule, plot_schedule, schedule_values, train,
+        use_mixed_precision,
     )
     from .models import PartialIdentity, build_flagship, init_whitening  # noqa: E402
     from .train import (  # noqa: E402
@@ -78,15 +79,16 @@ if not SERVING_ONLY:
         StochasticDepth, build_regularized_resnet, cutmix, cutmix_boxes, cutout, l2, mixup,
     )
     from .evaluate import (  # noqa: E402
-        calibration_bins, class_report, confusion, evaluate, expected_calibration_error, predict, top_k_accuracy,
-        worst_mistakes,
+        calibration_bins, class_report, confusion, evaluate, expected_calibration_error, predict,
+        top_k_accuracy, worst_mistakes,
     )
     from .plots import plot_confusion_matrix, plot_mistakes, plot_reliability  # noqa: E402
     from .pipeline import make_image_data_generator, measure_throughput  # noqa: E402
     from .plots import plot_augmentations, plot_class_balance, plot_image_grid  # noqa: E402
     from .simclr import (  # noqa: E402
         SimCLR, build_classifier, build_projection_head, encoder_from, extract_features, knn_accuracy,
-        KNNMonitor, label_fraction, linear_eval, make_views_dataset, npairs_loss, nt_xent_loss, simclr_augment,
+        KNNMonitor, label_fraction, linear_eval, make_views_dataset, npairs_loss, nt_xent_loss,
+        simclr_augment,
     )
     from .distill import Distiller, distillation_loss, soft_targets  # noqa: E402
     from . import federated  # noqa: E402  (TFF itself is imported only when a federated function needs it)

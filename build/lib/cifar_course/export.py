@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .compress import to_tflite
 from .runtime import load_artifact, quiet_native, quiet_tf_logger, write_preprocessing
 
 
@@ -27,8 +28,6 @@ def export_saved_model(model, path, class_names, stats=None) -> Path:
 def export_tflite(model, path, class_names, stats=None, mode: str = "float32",
                   representative_data=None) -> Path:
     """Convert to TFLite (see `compress.to_tflite` for the modes) and write the preprocessing file."""
-    from .compress import to_tflite
-
     path = Path(path)
     to_tflite(model, mode, representative_data, path=path)
     write_preprocessing(path, class_names, stats, model.input_shape[1:])

@@ -385,8 +385,9 @@ class Protocol(H11Protocol):
     def _arm_head_deadline(self):
         cycle = self.cycle
 
-        def expire():
-            if self.cycle is cycle and not self.transport.is_closing():  # no new request head yet
+        def expire():  # no new request head since the timer was armed, and none being answered
+            idle = self.cycle is cycle and (cycle is None or cycle.response_complete)
+            if idle and not self.transport.is_closing():
                 self.transport.write(raw_json_response(408, "Request Timeout", "No complete request "
                                                        f"within {self.head_timeout:g} s."))
                 self.transport.close()
