@@ -11,7 +11,7 @@ PROFILE ?= smoke
 # PROFILE: smoke | quick | full (see book/setup.md)
 TEST_WORKERS ?= 2
 
-.PHONY: book test lock benchmark chapter clean
+.PHONY: book test lock benchmark chapter clean serve-model
 
 $(BIN)/.synced: pyproject.toml uv.lock
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -39,6 +39,17 @@ environment.yml: uv.lock
 	   $(UV) export --frozen --no-hashes --all-extras --no-emit-project --no-header --no-annotate \
 	     | grep -v '^tensorflow-federated==' | sed 's/^/      - /'; } > $@
 
+# The serving install without TensorFlow (the Dockerfile's, tests/test_serve_slim.py's), pinned with hashes.
+requirements-serve.txt: requirements-serve.in
+	$(UV) pip compile $< --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	  --generate-hashes --no-header --quiet -o $@
+	@sed -i "1i # Generated from requirements-serve.in by 'make requirements-serve.txt': do not edit by hand." $@
+
+# The model the service and the Docker image serve, as the deployment chapter makes it:
+# deploy/model.tflite and deploy/model.onnx with their JSON (PROFILE picks the data and epochs).
+serve-model: $(BIN)/.synced
+	CIFAR_COURSE_PROFILE=$(PROFILE) $(BIN)/cifar-course export-demo deploy
+
 # Execute one chapter on its own, e.g. make chapter CHAPTER=chapters/01_data.md PROFILE=quick
 # (its results record lands in results/<profile>/; the executed notebook in _build/executed/).
 chapter: $(BIN)/.synced
@@ -54,4 +65,4 @@ benchmark: $(BIN)/.synced
 	$(BIN)/python benchmarks/flagship.py --budget 15min --eval-every 8
 
 clean:
-	rm -rf _build results
+	rm -rf _build results deploy

@@ -33,8 +33,9 @@ Topics, in chapter order:
     gradcam       Grad-CAM heatmaps and their localization scores
     robustness    FGSM, PGD, fast adversarial training, background sensitivity
     compress      cost counts, quantization, pruning, TFLite conversion and timing
+    runtime       load and run an exported artifact (TFLite, ONNX, SavedModel); no TensorFlow import
     export        SavedModel, TFLite and ONNX files with their preprocessing
-    serve         an HTTP inference service for an exported model
+    serve         the HTTP inference service (FastAPI on uvicorn) and its demo page
     simclr        contrastive self-supervised pre-training and its evaluation
     distill       knowledge distillation
     federated     federated learning with TensorFlow Federated (imported lazily)
@@ -49,82 +50,98 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 __version__ = "0.1.0"
 
 # ------------------------------------------------------------------------------------------------
-# The flow: profile -> data -> pipeline -> model -> training -> evaluation -> record
+# Serving first: runtime and serve import no TensorFlow, so the serving install (requirements-serve.txt,
+# the Docker image), which has none, can import them; there the package is those two modules only.
 
-from .config import PROFILES, Profile, data_dir, profile, resolve, seed_everything  # noqa: E402
-from .splits import CLASS_NAMES, Splits  # noqa: E402
-from .data import (  # noqa: E402
-    DataError, check_arrays, describe, download_cifar10, load_batches, load_cifar10, load_image_folder,
-    load_image_tree, stratified_indices, subset,
-)
-from .synthetic import SHAPE_NAMES, draw_synthetic, make_synthetic  # noqa: E402
-from .pipeline import (  # noqa: E402
-    AUGMENTATIONS, channel_stats, make_dataset, make_image_data_generator, measure_throughput, normalize,
-    pad_crop_flip, random_affine, standardize,
-)
-from .models import (  # noqa: E402
-    MODELS, build_baseline_cnn, build_mobilenet_v2, build_regularized_resnet, build_resnet,
-    build_separable_cnn, build_small_cnn, inverted_residual_block, layer_table, preact_residual_block,
-    residual_block, se_block, separable_bn_relu,
-)
-from .schedules import SCHEDULES, make_schedule, schedule_values  # noqa: E402
-from .optim import (  # noqa: E402
-    OPTIMIZERS, Muon, SGDScaledBiases, current_learning_rate, make_optimizer, orthogonalize,
-)
-from .train import (  # noqa: E402
-    FULL_PROFILE_TARGETS, Progress, distribution_strategy, make_callbacks, make_loss, outputs_probabilities,
-    resnet_recipe, train_model, use_mixed_precision,
-)
-from .flagship import (  # noqa: E402
-    FLAGSHIP_15_MINUTES, FLAGSHIP_SGD, EpochEval, Lookahead, PartialIdentity, build_flagship,
-    flagship_recipe, init_whitening, make_alternating_flip_dataset, predict_tta, train_flagship,
-)
-from .evaluate import (  # noqa: E402
-    calibration_bins, class_report, confusion, evaluate_model, expected_calibration_error, predict,
-    predict_outputs, top_k_accuracy, worst_mistakes,
-)
-from .plots import (  # noqa: E402
-    plot_augmentations, plot_class_balance, plot_confusion_matrix, plot_history, plot_image_grid,
-    plot_mistakes, plot_reliability, plot_schedule,
-)
-from .tables import markdown_table, show_table  # noqa: E402
-from .results import (  # noqa: E402
-    compare_with_reference, load_results, record, reference, results_table,
-)
+from importlib.util import find_spec as _find_spec  # noqa: E402
 
-# ------------------------------------------------------------------------------------------------
-# Topic modules, in chapter order
-
-from .regularize import StochasticDepth, cutmix, cutmix_boxes, cutout, l2, mixup  # noqa: E402
-from .troubleshoot import BatchLosses, roughness, sort_by_label  # noqa: E402
-from .gradcam import (  # noqa: E402
-    class_scores, compute_gradcam, find_last_conv_layer, localization_report, localization_scores,
-    plot_gradcam,
-)
-from .robustness import (  # noqa: E402
-    EPSILON, FastAdversarialModel, RobustnessMonitor, background_sensitivity, fgsm, pgd, robust_accuracy,
-)
-from .compress import (  # noqa: E402
-    TFLiteModel, build_pruned_model, build_qat_model, compare_tflite, count_cost, evaluate_tflite,
-    file_sizes, keras_tflite_gap, pruning_callbacks, pruning_steps, representative_dataset, sparsity,
-    strip_pruning, time_tflite, to_tflite,
-)
-from .export import (  # noqa: E402
-    export_gap, export_onnx, export_saved_model, export_tflite, read_preprocessing, write_preprocessing,
-)
+from .runtime import TFLiteModel, load_artifact, read_preprocessing, write_preprocessing  # noqa: E402
 from .serve import (  # noqa: E402
-    classify, load_predictor, make_server, running_server, start_server, stop_server,
+    classify, load_predictor, make_app, make_server, running_server, start_server, stop_server,
 )
-from .simclr import (  # noqa: E402
-    KNNMonitor, SimCLR, build_classifier, build_projection_head, encoder_from, extract_features,
-    knn_accuracy, label_fraction, linear_eval, make_views_dataset, npairs_loss, nt_xent_loss,
-    simclr_augment,
-)
-from .distill import Distiller, distillation_loss, soft_targets  # noqa: E402
-from . import federated  # noqa: E402  (used as cc.federated; TFF is imported only when a function needs it)
-from . import exercises  # noqa: E402  (used as cc.exercises.check_...)
 
-__all__ = [
+SERVING_ONLY = _find_spec("tensorflow") is None
+_SERVING_NAMES = [
+    "TFLiteModel", "load_artifact", "read_preprocessing", "write_preprocessing",
+    "classify", "load_predictor", "make_app", "make_server", "running_server", "start_server", "stop_server",
+    "SERVING_ONLY",
+]
+
+if not SERVING_ONLY:
+    # ------------------------------------------------------------------------------------------------
+    # The flow: profile -> data -> pipeline -> model -> training -> evaluation -> record
+
+    from .config import PROFILES, Profile, data_dir, profile, resolve, seed_everything  # noqa: E402
+    from .splits import CLASS_NAMES, Splits  # noqa: E402
+    from .data import (  # noqa: E402
+        DataError, check_arrays, describe, download_cifar10, load_batches, load_cifar10, load_image_folder,
+        load_image_tree, stratified_indices, subset,
+    )
+    from .synthetic import SHAPE_NAMES, draw_synthetic, make_synthetic  # noqa: E402
+    from .pipeline import (  # noqa: E402
+        AUGMENTATIONS, channel_stats, make_dataset, make_image_data_generator, measure_throughput, normalize,
+        pad_crop_flip, random_affine, standardize,
+    )
+    from .models import (  # noqa: E402
+        MODELS, build_baseline_cnn, build_mobilenet_v2, build_regularized_resnet, build_resnet,
+        build_separable_cnn, build_small_cnn, inverted_residual_block, layer_table, preact_residual_block,
+        residual_block, se_block, separable_bn_relu,
+    )
+    from .schedules import SCHEDULES, make_schedule, schedule_values  # noqa: E402
+    from .optim import (  # noqa: E402
+        OPTIMIZERS, Muon, SGDScaledBiases, current_learning_rate, make_optimizer, orthogonalize,
+    )
+    from .train import (  # noqa: E402
+        FULL_PROFILE_TARGETS, Progress, distribution_strategy, make_callbacks, make_loss, outputs_probabilities,
+        resnet_recipe, train_model, use_mixed_precision,
+    )
+    from .flagship import (  # noqa: E402
+        FLAGSHIP_15_MINUTES, FLAGSHIP_SGD, EpochEval, Lookahead, PartialIdentity, build_flagship,
+        flagship_recipe, init_whitening, make_alternating_flip_dataset, predict_tta, train_flagship,
+    )
+    from .evaluate import (  # noqa: E402
+        calibration_bins, class_report, confusion, evaluate_model, expected_calibration_error, predict,
+        predict_outputs, top_k_accuracy, worst_mistakes,
+    )
+    from .plots import (  # noqa: E402
+        plot_augmentations, plot_class_balance, plot_confusion_matrix, plot_history, plot_image_grid,
+        plot_mistakes, plot_reliability, plot_schedule,
+    )
+    from .tables import markdown_table, show_table  # noqa: E402
+    from .results import (  # noqa: E402
+        compare_with_reference, load_results, record, reference, results_table,
+    )
+
+    # ------------------------------------------------------------------------------------------------
+    # Topic modules, in chapter order
+
+    from .regularize import StochasticDepth, cutmix, cutmix_boxes, cutout, l2, mixup  # noqa: E402
+    from .troubleshoot import BatchLosses, roughness, sort_by_label  # noqa: E402
+    from .gradcam import (  # noqa: E402
+        class_scores, compute_gradcam, find_last_conv_layer, localization_report, localization_scores,
+        plot_gradcam,
+    )
+    from .robustness import (  # noqa: E402
+        EPSILON, FastAdversarialModel, RobustnessMonitor, background_sensitivity, fgsm, pgd, robust_accuracy,
+    )
+    from .compress import (  # noqa: E402
+        build_pruned_model, build_qat_model, compare_tflite, count_cost, evaluate_tflite,
+        file_sizes, keras_tflite_gap, pruning_callbacks, pruning_steps, representative_dataset, sparsity,
+        strip_pruning, time_tflite, to_tflite,
+    )
+    from .export import (  # noqa: E402
+        export_for_serving, export_gap, export_onnx, export_saved_model, export_tflite,
+    )
+    from .simclr import (  # noqa: E402
+        KNNMonitor, SimCLR, build_classifier, build_projection_head, encoder_from, extract_features,
+        knn_accuracy, label_fraction, linear_eval, make_views_dataset, npairs_loss, nt_xent_loss,
+        simclr_augment,
+    )
+    from .distill import Distiller, distillation_loss, soft_targets  # noqa: E402
+    from . import federated  # noqa: E402  (used as cc.federated; TFF is imported only when a function needs it)
+    from . import exercises  # noqa: E402  (used as cc.exercises.check_...)
+
+__all__ = _SERVING_NAMES if SERVING_ONLY else _SERVING_NAMES + [
     # config, splits, data, synthetic
     "PROFILES", "Profile", "data_dir", "profile", "resolve", "seed_everything",
     "CLASS_NAMES", "Splits",
@@ -160,12 +177,10 @@ __all__ = [
     "localization_scores", "plot_gradcam",
     "EPSILON", "FastAdversarialModel", "RobustnessMonitor", "background_sensitivity", "fgsm", "pgd",
     "robust_accuracy",
-    "TFLiteModel", "build_pruned_model", "build_qat_model", "compare_tflite", "count_cost",
+    "build_pruned_model", "build_qat_model", "compare_tflite", "count_cost",
     "evaluate_tflite", "file_sizes", "keras_tflite_gap", "pruning_callbacks", "pruning_steps",
     "representative_dataset", "sparsity", "strip_pruning", "time_tflite", "to_tflite",
-    "export_gap", "export_onnx", "export_saved_model", "export_tflite", "read_preprocessing",
-    "write_preprocessing",
-    "classify", "load_predictor", "make_server", "running_server", "start_server", "stop_server",
+    "export_for_serving", "export_gap", "export_onnx", "export_saved_model", "export_tflite",
     "KNNMonitor", "SimCLR", "build_classifier", "build_projection_head", "encoder_from",
     "extract_features", "knn_accuracy", "label_fraction", "linear_eval", "make_views_dataset",
     "npairs_loss", "nt_xent_loss", "simclr_augment",

@@ -11,9 +11,7 @@ variant is evaluated, timed and served by the same code.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
-import os
 import time
 from pathlib import Path
 
@@ -21,6 +19,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow import keras
 from tensorflow.keras import layers
+
+from .runtime import TFLiteModel, quiet_native, quiet_tf_logger
 
 TFLITE_MODES = ("float32", "dynamic", "int8")
 
@@ -230,28 +230,7 @@ def _all_layers(model):
 
 
 # ------------------------------------------------------------------------------------------------
-# TFLite: convert, run, evaluate, time, size
-
-
-@contextlib.contextmanager
-def quiet_native():
-    """Silence what TFLite's C++ code prints to the process's stdout/stderr (converter statistics,
-    'Created TensorFlow Lite XNNPACK delegate'), which would otherwise end up in the book."""
-    import sys
-
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 1)
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in (*saved, devnull):
-            os.close(fd)
+# TFLite: convert, evaluate, time, size (running a .tflite file is runtime.TFLiteModel's job)
 
 
 def representative_dataset(x, count: int = 200, batch_size: int = 1):
@@ -296,9 +275,7 @@ def to_tflite(model, mode: str = "float32", representative_data=None, path=None,
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     import warnings
 
-    from .export import _quiet_tf_logger
-
-    with quiet_native(), _quiet_tf_logger(), warnings.catch_warnings():
+    with quiet_native(), quiet_tf_logger(), warnings.catch_warnings():
         # Inputs stay float32 on purpose, so the converter's note about input statistics does not apply.
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
         flatbuffer = converter.convert()
@@ -306,42 +283,6 @@ def to_tflite(model, mode: str = "float32", representative_data=None, path=None,
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_bytes(flatbuffer)
     return flatbuffer
-
-
-class TFLiteModel:
-    """A TFLite interpreter that predicts on batches of any size (the input tensor is resized when the
-    batch size changes). Not thread-safe: one instance per thread, or a lock around `predict`."""
-
-    def __init__(self, model, num_threads: int | None = 1):
-        content = Path(model).read_bytes() if isinstance(model, (str, Path)) else bytes(model)
-        self.size_bytes = len(content)
-        with quiet_native():
-            self.interpreter = tf.lite.Interpreter(model_content=content, num_threads=num_threads)
-            self.interpreter.allocate_tensors()
-        self._input = self.interpreter.get_input_details()[0]
-        self._output = self.interpreter.get_output_details()[0]
-        self._batch = int(self._input["shape"][0])
-        self.input_shape = tuple(int(d) for d in self._input["shape"][1:])
-
-    def _resize(self, batch: int):
-        if batch != self._batch:
-            self.interpreter.resize_tensor_input(self._input["index"], [batch, *self.input_shape])
-            self.interpreter.allocate_tensors()
-            self._batch = batch
-
-    def predict(self, x, batch_size: int = 256) -> np.ndarray:
-        """Probabilities for float32 images (N, H, W, C) standardized like the Keras model's input."""
-        x = np.asarray(x, np.float32)
-        if x.shape[1:] != self.input_shape:
-            raise ValueError(f"Images of shape {x.shape[1:]} given; this model takes {self.input_shape}.")
-        outputs = []
-        for start in range(0, len(x), batch_size):
-            chunk = x[start:start + batch_size]
-            self._resize(len(chunk))
-            self.interpreter.set_tensor(self._input["index"], chunk)
-            self.interpreter.invoke()
-            outputs.append(self.interpreter.get_tensor(self._output["index"]).copy())
-        return np.concatenate(outputs) if outputs else np.zeros((0, self._output["shape"][-1]), np.float32)
 
 
 def evaluate_tflite(model, x, y, batch_size: int = 256, num_threads: int | None = 1) -> float:

@@ -37,7 +37,7 @@ def flagship_recipe(profile=None, **overrides) -> dict:
     longer budget; both measured in benchmarks/flagship.py); full: airbench94_muon's widths and epochs on
     one GPU, a target not measured here. FLAGSHIP_SGD turns it back into airbench94 (SGD and Lookahead).
     """
-    prof = profile if isinstance(profile, config.Profile) else config.profile(profile)
+    prof = config.resolve(profile)
     recipe = {
         "widths": prof.choose(smoke=(16, 32, 32), quick=(32, 128, 128), full=(64, 256, 256)),  # filters
         "epochs": prof.choose(smoke=2, quick=7, full=8),

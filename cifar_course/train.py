@@ -266,7 +266,7 @@ def resnet_recipe(profile=None, **overrides) -> dict:
     full: 100 epochs, batch 128, SGD+Nesterov 0.1, mixed float16 and XLA on a GPU: aimed at
     FULL_PROFILE_TARGETS["resnet20"] (91.5%); quick/smoke: short runs for the chapters.
     """
-    prof = profile if isinstance(profile, config.Profile) else config.profile(profile)
+    prof = config.resolve(profile)
     recipe = {
         "depth": 20, "width": 16,
         "epochs": prof.choose(smoke=2, quick=10, full=100),

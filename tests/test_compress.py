@@ -8,6 +8,7 @@ from tensorflow.keras import layers
 
 from cifar_course import compress as C
 from cifar_course import export as E
+from cifar_course import runtime as R
 from cifar_course.models import build_mobilenet_v2, build_separable_cnn, build_small_cnn
 
 
@@ -64,7 +65,7 @@ def test_tflite_variants_agree_and_int8_is_smaller(tiny, data, tflites):
     assert C.keras_tflite_gap(tiny, float_tfl, x[:16]) < 1e-5
     assert C.keras_tflite_gap(tiny, int8_tfl, x[:16]) < 0.05  # probabilities, 8-bit activations
     assert len(int8_tfl) < len(float_tfl) / 2 and len(dynamic_tfl) < len(float_tfl) / 2
-    probs = C.TFLiteModel(int8_tfl).predict(x[:5], batch_size=2)  # resizes to 2, then 1
+    probs = R.TFLiteModel(int8_tfl).predict(x[:5], batch_size=2)  # resizes to 2, then 1
     assert probs.shape == (5, 10) and np.allclose(probs.sum(-1), 1, atol=0.02)
     with pytest.raises(ValueError, match="representative_data"):
         C.to_tflite(tiny, "int8")
@@ -112,7 +113,7 @@ def test_pruning_reaches_target_sparsity(tiny, data, tflites):
     assert C.file_sizes(pruned)["raw_bytes"] > 0.9 * C.file_sizes(dense)["raw_bytes"]  # zeros stored densely
     sparse_format = C.to_tflite(stripped, sparse=True)
     assert C.file_sizes(sparse_format)["raw_bytes"] < 0.6 * C.file_sizes(pruned)["raw_bytes"]
-    same = C.TFLiteModel(sparse_format).predict(x[:8]), C.TFLiteModel(pruned).predict(x[:8])
+    same = R.TFLiteModel(sparse_format).predict(x[:8]), R.TFLiteModel(pruned).predict(x[:8])
     np.testing.assert_allclose(*same, atol=1e-6)  # the same model, stored differently
     with pytest.raises(ValueError, match="at least 2"):
         C.pruning_steps(1, 1)
@@ -136,6 +137,6 @@ def test_exports_agree_with_keras(tiny, data, tmp_path):
     tfl = E.export_tflite(tiny, tmp_path / "model.tflite", names, stats)
     for path in (saved, onnx_path, tfl):
         assert E.export_gap(tiny, path, x[:8]) < 1e-5, path
-        assert E.read_preprocessing(path)["class_names"] == names
+        assert R.read_preprocessing(path)["class_names"] == names
     with pytest.raises(FileNotFoundError, match="write_preprocessing"):
-        E.read_preprocessing(tmp_path / "missing.tflite")
+        R.read_preprocessing(tmp_path / "missing.tflite")
