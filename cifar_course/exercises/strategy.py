@@ -8,7 +8,7 @@ from .checking import Mistake, as_array, call, compare, exercise, verdict
 
 __all__ = ["check_mixup_label", "check_cutmix_weight", "check_top_k", "check_ece", "check_sorted_batches",
            "check_label_smoothing_loss", "check_mixup_batch", "check_top_k_accuracy",
-           "check_calibration_error"]
+           "check_calibration_error", "check_clip_by_global_norm"]
 
 
 @exercise("04", "a mixup label", "drill", "the mixed label in `answer`")
@@ -218,3 +218,38 @@ def check_calibration_error(ece_fn) -> str:
             ("the gaps of over- and under-confident bins cancel in your sum: take each bin's absolute "
              "gap.", signed)])
     return "right with 10 and 15 bins on 500 random predictions."
+
+
+@exercise("06", "gradient clipping by global norm", "build", "`clip_by_global_norm(grads, max_norm)`")
+def check_clip_by_global_norm(clip_fn) -> str:
+    """`clip_by_global_norm(grads, max_norm)`: a list of gradient tensors -> the same list scaled by
+    max_norm / global_norm when the global norm (of all tensors together) exceeds max_norm, unchanged
+    otherwise; the reference is `tf.clip_by_global_norm`."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    grads = [tf.constant(rng.normal(0, s, shape), tf.float32)
+             for s, shape in [(1.0, (3, 3, 4)), (0.1, (4,)), (3.0, (4, 5))]]
+    norm = float(tf.linalg.global_norm(grads))
+    for max_norm in (norm / 4, 2 * norm):  # one call that clips, one that must leave the gradients alone
+        expected = [g.numpy() for g in tf.clip_by_global_norm(grads, max_norm)[0]]
+        got = call(clip_fn, grads, max_norm)
+        if not isinstance(got, (list, tuple)) or len(got) != len(grads):
+            raise Mistake(f"return a list of {len(grads)} tensors, one per gradient, got "
+                          + (f"{len(got)}" if isinstance(got, (list, tuple)) else type(got).__name__))
+        per_tensor = [tf.clip_by_norm(g, max_norm).numpy() for g in grads]
+        always = [g.numpy() * max_norm / norm for g in grads]
+        summed = sum(float(tf.norm(g)) for g in grads)
+        by_sum = [g.numpy() * min(1.0, max_norm / summed) for g in grads]
+        situation = "above" if max_norm < norm else "below"
+        for i, (g, want) in enumerate(zip(got, expected)):
+            variants = [("you clip every tensor on its own: the global norm takes all of them together, "
+                         "so every tensor is scaled by the same factor.", per_tensor[i]),
+                        ("you add up the tensors' norms; the global norm is the norm of all their "
+                         "entries together (square root of the sum of squares).", by_sum[i])]
+            if situation == "below":
+                variants.append(("gradients whose global norm is already below max_norm must stay "
+                                 "unchanged: you scaled them up.", always[i]))
+            compare(g, want, f"tensor {i} (global norm {situation} max_norm)", atol=1e-5,
+                    variants=variants)
+    return "all gradients scaled by one factor, only when their global norm exceeds max_norm."
