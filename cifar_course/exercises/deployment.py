@@ -16,8 +16,8 @@ def check_separable_macs(answer, height: int = 16, width: int = 16, c_in: int = 
     depthwise = height * width * kernel * kernel * c_in
     expected = depthwise + height * width * c_in * c_out
     ok = answer is not None and int(answer) == expected
-    hint = ("count the two parts: the depthwise conv does k*k multiply-adds per input channel per "
-            "position; the 1x1 pointwise conv does c_in per output channel per position.")
+    hint = ("count the two steps separately, the depthwise convolution and the 1x1 pointwise one, "
+            "each per output position, then add them.")
     if answer is not None and int(answer) == height * width * kernel * kernel * c_in * c_out:
         hint = "that is the cost of a full Conv2D; the separable one splits it into two cheap steps."
     return verdict(ok, f"{expected:,} MACs.", hint)

@@ -29,7 +29,7 @@ def check_cutmix_weight(answer, box: int = 16, size: int = 32) -> str:
     expected = box * box / (size * size)
     ok = answer is not None and abs(float(answer) - expected) < 1e-6
     return verdict(ok, f"{expected:g}: the pasted patch covers {box * box} of {size * size} pixels.",
-                  "the partner's label weight is the share of the image's area its patch covers.")
+                  "the labels are mixed in proportion to how much of the final image each source provides.")
 
 
 @exercise("05", "top-2 accuracy by hand", "drill", "the accuracy in `answer`")

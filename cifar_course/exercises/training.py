@@ -48,8 +48,8 @@ def check_resnet_depth(answer, blocks_per_stage: int = 9) -> str:
     expected = 6 * blocks_per_stage + 2
     return verdict(answer == expected, f"ResNet-{expected}: 3 stages x {blocks_per_stage} blocks x 2 "
                   "convolutions, plus the stem convolution and the classifier.",
-                  "count weighted layers: each basic block has two 3x3 convolutions; add the first "
-                  "convolution and the final dense layer (shortcut projections are not counted).")
+                  "the depth counts the layers with weights on the main path (shortcut projections "
+                  "do not count): what is inside a block, and what comes before and after the stages?")
 
 
 # ------------------------------------------------------------------------------------------------
