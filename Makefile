@@ -11,7 +11,7 @@ PROFILE ?= smoke
 # PROFILE: smoke | quick | full (see book/setup.md)
 TEST_WORKERS ?= 2
 
-.PHONY: book test lock benchmark chapter clean serve-model
+.PHONY: book book-student test lock benchmark chapter clean serve-model
 
 $(BIN)/.synced: pyproject.toml uv.lock
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -24,6 +24,13 @@ test: $(BIN)/.synced
 
 book: $(BIN)/.synced
 	CIFAR_COURSE_PROFILE=$(PROFILE) $(BIN)/jupyter-book build . -W --keep-going
+
+# The student edition, for a teacher who hands out the exercises: the same book with every solution
+# removed (book/_ext/student_edition.py), in _build/html-student. It reuses the executed notebooks; the
+# next `make book` renders the full edition again.
+book-student: $(BIN)/.synced
+	CIFAR_COURSE_EDITION=student CIFAR_COURSE_PROFILE=$(PROFILE) $(BIN)/jupyter-book build . -W --keep-going
+	rm -rf _build/html-student && mv _build/html _build/html-student
 
 # Regenerate the lock (after editing pyproject.toml) and the conda/Binder environment that mirrors it.
 lock:
