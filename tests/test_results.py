@@ -1,6 +1,10 @@
 """Records round trip: record -> load_results -> results_table -> compare_with_reference."""
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import cifar_course as cc
 from cifar_course import results
@@ -25,6 +29,7 @@ def test_record_round_trip(tmp_path, monkeypatch):
 
 def test_compare_with_reference(tmp_path, monkeypatch):
     monkeypatch.setattr(results, "REFERENCE_DIR", tmp_path / "ref")
+    (tmp_path / "ref").mkdir()
     rows = cc.compare_with_reference("99_demo", {"accuracy": 0.5}, profile=cc.profile("smoke"),
                                      data_source="synthetic (seed=0)")
     assert list(rows[0].values()) == ["accuracy", 0.5, "-"]
@@ -42,3 +47,27 @@ def test_compare_with_reference(tmp_path, monkeypatch):
 
 def test_load_results_with_nothing_recorded(tmp_path):
     assert cc.load_results(tmp_path / "none") == [] and cc.results_table([]) == []
+
+
+def test_the_clone_finds_its_reference_records():
+    assert cc.reference("01_data")["profile"] == "quick"
+    assert cc.reference("99_no_such_chapter") is None
+
+
+def test_an_installed_copy_finds_the_references_or_says_why(tmp_path):
+    """A copy of the package outside the clone (as pip installs it) has no book beside it."""
+    site = tmp_path / "site-packages"
+    shutil.copytree(results.REPO_ROOT / "cifar_course", site / "cifar_course",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    script = "import cifar_course as cc; print(cc.reference('01_data')['chapter'])"
+    env = {**os.environ, "PYTHONPATH": str(site), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop(results.REFERENCES_ENV, None)
+    run = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and "FileNotFoundError: No reference records" in run.stderr
+    assert "CIFAR_COURSE_REFERENCES" in run.stderr.splitlines()[-1]
+
+    env[results.REFERENCES_ENV] = str(results.REFERENCE_DIR)
+    run = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "01_data", run.stderr
