@@ -132,5 +132,6 @@ def test_partial_identity_passes_the_first_channels_through():
     np.testing.assert_allclose(y[..., :4], x, atol=1e-6)  # identity for min(in, out) = 4 filters
     assert np.abs(kernel[..., 4:]).max() > 0  # the other filters are random
     assert np.abs(kernel[..., 4:]).max() <= 1 / np.sqrt(9 * 4) + 1e-6  # U(+-1/sqrt(fan_in))
-    wide_in = cc.PartialIdentity()((3, 3, 6, 4)).numpy()  # more inputs than outputs: every filter is an identity
+    # More inputs than outputs: every filter is an identity.
+    wide_in = cc.PartialIdentity()((3, 3, 6, 4)).numpy()
     assert np.count_nonzero(wide_in) == 4 and wide_in[1, 1, 3, 3] == 1
