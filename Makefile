@@ -1,36 +1,64 @@
-# Two commands do all set-up on a fresh machine with Python 3.11:
+# Two commands do all set-up on a fresh machine (Python 3.11, or uv, or a python3 with its venv module):
 #   make book   executes every chapter and builds the HTML book in _build/html
 #   make test   runs the package's tests and executes every chapter under nbval
-# Both first create .venv from uv.lock (installing uv with pip if it is missing).
+# and one opens the chapters as notebooks:
+#   make lab    JupyterLab on chapters/ with the course's kernel
+# Each first creates .venv from uv.lock with tools/bootstrap.sh, which finds or installs uv (never with
+# the system pip, which PEP 668 forbids on current Debian and Ubuntu) and Python 3.11, and registers the
+# course's kernel `cifar-course` inside .venv. PYTHON=/path/to/python3.11 picks the interpreter.
 
-PYTHON ?= python3.11
-UV = $(PYTHON) -m uv
+PYTHON ?=
+UV = tools/bootstrap.sh uv
 VENV = .venv
 BIN = $(VENV)/bin
 PROFILE ?= smoke
 # PROFILE: smoke | quick | full (see book/setup.md)
 TEST_WORKERS ?= 2
+# A hung kernel or subprocess fails its test, named, after this many seconds (pytest-timeout) instead of
+# using up CI's time; each chapter cell is a test, also bounded by nbval's --nbval-cell-timeout.
+TEST_TIMEOUT ?= 1000
+BOOK ?= .
+LAB_PORT ?= 8888
+LAB_ARGS ?=
 
-.PHONY: book book-student test lock benchmark chapter clean serve-model
+# Every kernel and process the targets start inherits this: no TensorFlow C++ start-up log in outputs.
+export TF_CPP_MIN_LOG_LEVEL = 3
+# Environment-level Jupyter paths (.venv's kernels) before the user's (~/.local/share/jupyter).
+export JUPYTER_PREFER_ENV_PATH = 1
 
-$(BIN)/.synced: pyproject.toml uv.lock
-	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
-	$(UV) sync --locked --all-extras --python $(PYTHON)
+.PHONY: book book-student test lab lock benchmark chapter clean serve-model
+
+$(BIN)/.synced: pyproject.toml uv.lock tools/bootstrap.sh
+	PYTHON=$(PYTHON) tools/bootstrap.sh
 	@touch $@
 
 test: $(BIN)/.synced
 	CIFAR_COURSE_PROFILE=smoke $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile \
-	  --nbval-lax --nbval-cell-timeout=900 tests chapters
+	  --timeout=$(TEST_TIMEOUT) --nbval-lax --nbval-cell-timeout=900 tests chapters
 
+# Each profile and data source executes into its own jupyter-cache (tools/book_config.py), so a build
+# never publishes another profile's outputs; then no page may show TensorFlow's start-up log.
 book: $(BIN)/.synced
-	CIFAR_COURSE_PROFILE=$(PROFILE) $(BIN)/jupyter-book build . -W --keep-going
+	@config=$$(CIFAR_COURSE_PROFILE=$(PROFILE) $(BIN)/python tools/book_config.py $(BOOK)) && \
+	  echo "Building $(BOOK) with $$config" && \
+	  CIFAR_COURSE_PROFILE=$(PROFILE) $(BIN)/jupyter-book build $(BOOK) --config $$config -W --keep-going
+	CIFAR_COURSE_BOOK_HTML=$(BOOK)/_build/html $(BIN)/python -m pytest -q -p no:cacheprovider \
+	  tests/test_book_html.py
 
 # The student edition, for a teacher who hands out the exercises: the same book with every solution
-# removed (book/_ext/student_edition.py), in _build/html-student. It reuses the executed notebooks; the
-# next `make book` renders the full edition again.
+# removed (book/_ext/student_edition.py), in _build/html-student. It shares the profile's executed
+# notebooks with `make book`; the next `make book` renders the full edition again.
 book-student: $(BIN)/.synced
-	CIFAR_COURSE_EDITION=student CIFAR_COURSE_PROFILE=$(PROFILE) $(BIN)/jupyter-book build . -W --keep-going
-	rm -rf _build/html-student && mv _build/html _build/html-student
+	@config=$$(CIFAR_COURSE_PROFILE=$(PROFILE) $(BIN)/python tools/book_config.py $(BOOK)) && \
+	  CIFAR_COURSE_EDITION=student CIFAR_COURSE_PROFILE=$(PROFILE) \
+	  $(BIN)/jupyter-book build $(BOOK) --config $$config -W --keep-going
+	rm -rf $(BOOK)/_build/html-student && mv $(BOOK)/_build/html $(BOOK)/_build/html-student
+
+# JupyterLab on the chapters (on loopback): jupytext opens chapters/*.md as notebooks, which run on the
+# course's kernel (the `cifar-course` kernelspec their headers name). LAB_ARGS: more options.
+lab: $(BIN)/.synced
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) \
+	  --ServerApp.root_dir=$(CURDIR) --LabApp.default_url=/lab/tree/chapters $(LAB_ARGS)
 
 # Regenerate the lock (after editing pyproject.toml) and the conda/Binder environment that mirrors it.
 lock:

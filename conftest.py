@@ -3,10 +3,16 @@
 Each chapter is converted to .ipynb in _build/nbval/ at collection time (no notebook lives in git) and
 handed to nbval, so a failing cell is reported with the chapter and cell named. Chapters run with
 `--nbval-lax`: every cell must run without error, and the hidden check cells assert the claims.
+
+Chapters run on the course's kernel `cifar-course`, which tools/bootstrap.sh registers inside .venv (a
+user's own `python3` kernelspec cannot stand in for it); `--nbval-kernel-name` overrides it.
 """
 
 import os
+import tempfile
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).parent
 NOTEBOOK_DIR = ROOT / "_build" / "nbval"
@@ -14,6 +20,24 @@ NOTEBOOK_DIR = ROOT / "_build" / "nbval"
 # Chapters under test run the smoke profile (synthetic data, seconds) unless told otherwise.
 os.environ.setdefault("CIFAR_COURSE_PROFILE", "smoke")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("JUPYTER_PREFER_ENV_PATH", "1")  # .venv's kernels before ~/.local/share/jupyter's
+COURSE_KERNEL = "cifar-course"
+
+
+def pytest_configure(config):
+    opt = config.option
+    if (getattr(opt, "nbval", False) or getattr(opt, "nbval_lax", False)) and not (
+            opt.nbval_current_env or opt.current_env):
+        if opt.nbval_kernel_name is None:
+            opt.nbval_kernel_name = COURSE_KERNEL
+        from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+        try:
+            KernelSpecManager().get_kernel_spec(opt.nbval_kernel_name)
+        except NoSuchKernel:
+            raise pytest.UsageError(
+                f"no Jupyter kernel named {opt.nbval_kernel_name!r}: run `make .venv/bin/.synced` "
+                "(tools/bootstrap.sh registers the course's kernel inside .venv)") from None
 
 
 def pytest_collect_file(file_path, parent):
@@ -27,6 +51,10 @@ def pytest_collect_file(file_path, parent):
 
     NOTEBOOK_DIR.mkdir(parents=True, exist_ok=True)
     notebook = NOTEBOOK_DIR / (file_path.stem + ".ipynb")
-    jupytext.write(jupytext.read(file_path), notebook)
+    # Every xdist worker converts every chapter; write beside and rename, so no worker ever reads
+    # another's half-written notebook.
+    with tempfile.NamedTemporaryFile("w", dir=NOTEBOOK_DIR, suffix=".ipynb.tmp", delete=False) as tmp:
+        jupytext.write(jupytext.read(file_path), tmp, fmt="ipynb")
+    os.replace(tmp.name, notebook)
     return IPyNbFile.from_parent(parent, path=notebook)
 

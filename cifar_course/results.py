@@ -2,7 +2,9 @@
 
 Each chapter ends with one `record(...)` call. Records are JSON files under `results/<profile>/` (outside
 git, or $CIFAR_COURSE_RESULTS). Reference records from real-data runs are committed under
-`book/reference_results/<profile>/`, so a book built offline still shows real CIFAR-10 figures.
+`book/reference_results/<profile>/`, so a book built offline still shows real CIFAR-10 figures. They are
+found beside the package in a clone (or an editable install); a package installed elsewhere finds them
+through $CIFAR_COURSE_REFERENCES, and says so when it cannot.
 """
 
 from __future__ import annotations
@@ -17,12 +19,31 @@ from pathlib import Path
 from . import config
 
 RESULTS_ENV = "CIFAR_COURSE_RESULTS"
+REFERENCES_ENV = "CIFAR_COURSE_REFERENCES"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REFERENCE_DIR = REPO_ROOT / "book" / "reference_results"
 
 
 def results_dir() -> Path:
     return Path(os.environ.get(RESULTS_ENV) or REPO_ROOT / "results")
+
+
+def _reference_path() -> Path:
+    return Path(os.environ.get(REFERENCES_ENV) or REFERENCE_DIR)
+
+
+def reference_dir() -> Path:
+    """The folder of committed reference records: $CIFAR_COURSE_REFERENCES, else the clone's own."""
+    folder = _reference_path()
+    if not folder.is_dir():
+        where = (f"${REFERENCES_ENV}={folder}" if os.environ.get(REFERENCES_ENV) else
+                 f"{folder} (beside cifar_course at {Path(__file__).parent}; an installed copy has no "
+                 "book beside it)")
+        raise FileNotFoundError(
+            f"No reference records: {where} is not a folder. Set {REFERENCES_ENV} to the "
+            "book/reference_results folder of a clone of the course, or install the package from a "
+            "clone in editable mode (uv sync, or pip install -e .).")
+    return folder
 
 
 def hardware() -> dict:
@@ -91,19 +112,20 @@ def _plain(value):
 
 def load_results(*folders) -> list[dict]:
     """Every record under the given folders (default: the reader's results, then the references)."""
-    folders = folders or (results_dir(), REFERENCE_DIR)
+    folders = folders or (results_dir(), reference_dir())
     records = []
     for folder in folders:
         for path in sorted(Path(folder).glob("*/*.json")):
             rec = json.loads(path.read_text())
-            rec["origin"] = "reference" if Path(folder) == REFERENCE_DIR else "your run"
+            rec["origin"] = "reference" if Path(folder) == _reference_path() else "your run"
             records.append(rec)
     return records
 
 
 def reference(chapter: str, profile="quick") -> dict | None:
-    """The committed reference record of a chapter for a profile (a name or a Profile), or None."""
-    path = REFERENCE_DIR / config.resolve(profile).name / f"{chapter}.json"
+    """The committed reference record of a chapter for a profile (a name or a Profile), or None;
+    FileNotFoundError if there are no reference records at all (an installed copy without the book)."""
+    path = reference_dir() / config.resolve(profile).name / f"{chapter}.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 

@@ -30,15 +30,17 @@ def test_flagship_recipe_per_profile_and_overrides():
 
 
 def test_partial_identity_passes_the_first_channels_through():
-    init = cc.PartialIdentity()
-    kernel = init((3, 3, 4, 6)).numpy()
-    conv = tf.keras.layers.Conv2D(6, 3, padding="same", use_bias=False, kernel_initializer=init)
+    # One initializer per use, as the models do (a reused one draws the same numbers each call).
+    kernel = cc.PartialIdentity()((3, 3, 4, 6)).numpy()
+    conv = tf.keras.layers.Conv2D(6, 3, padding="same", use_bias=False,
+                                  kernel_initializer=cc.PartialIdentity())
     x = np.random.default_rng(0).normal(size=(2, 8, 8, 4)).astype("float32")
     y = conv(x).numpy()
     np.testing.assert_allclose(y[..., :4], x, atol=1e-6)  # identity for min(in, out) = 4 filters
     assert np.abs(kernel[..., 4:]).max() > 0  # the other filters are random
     assert np.abs(kernel[..., 4:]).max() <= 1 / np.sqrt(9 * 4) + 1e-6  # U(+-1/sqrt(fan_in))
-    wide_in = init((3, 3, 6, 4)).numpy()  # more inputs than outputs: every filter is an identity
+    # More inputs than outputs: every filter is an identity.
+    wide_in = cc.PartialIdentity()((3, 3, 6, 4)).numpy()
     assert np.count_nonzero(wide_in) == 4 and wide_in[1, 1, 3, 3] == 1
 
 

@@ -1,6 +1,10 @@
 """Records round trip: record -> load_results -> results_table -> compare_with_reference."""
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import cifar_course as cc
 from cifar_course import results
@@ -25,6 +29,7 @@ def test_record_round_trip(tmp_path, monkeypatch):
 
 def test_compare_with_reference(tmp_path, monkeypatch):
     monkeypatch.setattr(results, "REFERENCE_DIR", tmp_path / "ref")
+    (tmp_path / "ref").mkdir()
     rows = cc.compare_with_reference("99_demo", {"accuracy": 0.5}, profile=cc.profile("smoke"),
                                      data_source="synthetic (seed=0)")
     assert list(rows[0].values()) == ["accuracy", 0.5, "-"]
@@ -50,5 +55,29 @@ def test_record_takes_a_profile_by_name(tmp_path, monkeypatch):
     assert path == tmp_path / "quick" / "99_demo.json" and json.loads(path.read_text())["profile"] == "quick"
     monkeypatch.setenv("CIFAR_COURSE_PROFILE", "full")
     assert cc.record("99_demo", {}, "synthetic (seed=0)").parent.name == "full"  # None: the active one
-    monkeypatch.setattr(results, "REFERENCE_DIR", tmp_path)
+    monkeypatch.setenv(results.REFERENCES_ENV, str(tmp_path))
     assert cc.reference("99_demo", "quick") == cc.reference("99_demo", cc.profile("quick")) is not None
+
+
+def test_the_clone_finds_its_reference_records():
+    assert cc.reference("01_data")["profile"] == "quick"
+    assert cc.reference("99_no_such_chapter") is None
+
+
+def test_an_installed_copy_finds_the_references_or_says_why(tmp_path):
+    """A copy of the package outside the clone (as pip installs it) has no book beside it."""
+    site = tmp_path / "site-packages"
+    shutil.copytree(results.REPO_ROOT / "cifar_course", site / "cifar_course",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    script = "import cifar_course as cc; print(cc.reference('01_data')['chapter'])"
+    env = {**os.environ, "PYTHONPATH": str(site), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop(results.REFERENCES_ENV, None)
+    run = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and "FileNotFoundError: No reference records" in run.stderr
+    assert "CIFAR_COURSE_REFERENCES" in run.stderr.splitlines()[-1]
+
+    env[results.REFERENCES_ENV] = str(results.REFERENCE_DIR)
+    run = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "01_data", run.stderr

@@ -1,0 +1,79 @@
+"""`make book` never publishes another profile's executed outputs.
+
+A one-chapter book in a temporary folder goes through the real `make book` (tools/book_config.py, the
+per-profile jupyter-cache, jupyter-book -W and the start-up log check): a smoke build, then a quick build
+must re-execute the chapter, and a smoke build again must be served from the smoke cache.
+"""
+
+import importlib.util
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CONFIG = """\
+title: Cache test
+only_build_toc_files: true
+exclude_patterns: [_build]
+execute:
+  execute_notebooks: cache
+  timeout: 300
+"""
+TOC = "format: jb-book\nroot: index\nchapters:\n- file: chapters/01_profile\n"
+CHAPTER = """\
+---
+jupytext:
+  text_representation: {extension: .md, format_name: myst, format_version: 0.13}
+kernelspec: {display_name: Python 3 (cifar-course), language: python, name: cifar-course}
+---
+
+# Profile
+
+```{code-cell} ipython3
+import os
+print(f"profile={os.environ['CIFAR_COURSE_PROFILE']} pid={os.getpid()}")
+```
+"""
+
+
+def build(book, profile):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MAKEFLAGS", "MAKELEVEL", "CIFAR_COURSE_PROFILE", "CIFAR_COURSE_DATA")}
+    run = subprocess.run(["make", "-s", "book", f"BOOK={book}", f"PROFILE={profile}"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=400)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    page = (book / "_build" / "html" / "chapters" / "01_profile.html").read_text()
+    return re.search(r"profile=(\w+) pid=(\d+)", page).groups()
+
+
+@pytest.mark.timeout(1200)
+def test_a_build_in_another_profile_re_executes(tmp_path):
+    book = tmp_path / "book"
+    (book / "chapters").mkdir(parents=True)
+    (book / "_config.yml").write_text(CONFIG)
+    (book / "_toc.yml").write_text(TOC)
+    (book / "index.md").write_text("# Cache test\n")
+    (book / "chapters" / "01_profile.md").write_text(CHAPTER)
+
+    smoke_profile, smoke_pid = build(book, "smoke")
+    quick_profile, quick_pid = build(book, "quick")
+    assert (smoke_profile, quick_profile) == ("smoke", "quick") and quick_pid != smoke_pid
+    assert build(book, "smoke") == ("smoke", smoke_pid)  # served from the smoke cache, not re-run
+    caches = sorted(p.name for p in (book / "_build" / ".jupyter_cache").iterdir())
+    assert caches == ["quick-auto", "smoke-synthetic"]
+
+
+def test_cache_keys_name_profile_and_data_source():
+    spec = importlib.util.spec_from_file_location("book_config", ROOT / "tools" / "book_config.py")
+    book_config = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(book_config)
+    cache_key = book_config.cache_key
+
+    assert cache_key("smoke", "cifar10") == "smoke-synthetic"  # smoke always uses the stand-in
+    assert cache_key("quick", "auto") == "quick-auto" and cache_key("full", "cifar10") == "full-cifar10"
+    one, other = cache_key("quick", "/data/cifar10"), cache_key("quick", "/data/cifar10-jpeg")
+    assert one.startswith("quick-path-") and one != other
