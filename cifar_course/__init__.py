@@ -26,7 +26,9 @@ from .pipeline import (  # noqa: E402
     random_affine,
 )
 from .results import (  # noqa: E402
-    compare_with_reference, load_results, record, reference, results_table,
+    REFERENCE_DATA, chapter_summary, compare_with_reference, load_results, promote_results, record,
+    reference, reference_figure, results_table, save_figure, show_reference_figure,
+    show_reference_provenance,
 )
 from .synthetic import SHAPE_NAMES, draw_synthetic, make_synthetic  # noqa: E402
 from .models import (  # noqa: E402

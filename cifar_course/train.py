@@ -36,7 +36,7 @@ class Schedule(keras.optimizers.schedules.LearningRateSchedule):
 
     The learning rate at `step` (0-based optimizer steps):
       constant   base_lr
-      seed_step  the seed course's rule per epoch index e (Keras counts from 0): base_lr, then x0.8 for
+      seed_step  the classic tutorial rule per epoch index e (Keras counts from 0): base_lr, then x0.8 for
                  e > 10, x0.5 for e > 20 (needs steps_per_epoch)
       step       base_lr * factor ** (number of milestones passed)
       cosine     cosine decay from base_lr to base_lr * final_fraction

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_seed_step_schedule_follows_the_seed_rule():
-    # The seed: lr 1e-3, x0.8 when Keras' epoch index exceeds 10, x0.5 when it exceeds 20.
+    # The classic tutorial step rule: lr 1e-3, x0.8 when Keras' epoch index exceeds 10, x0.5 when it exceeds 20.
     spe = 7
     s = make_schedule("seed_step", 1e-3, total_steps=30 * spe, steps_per_epoch=spe)
     per_epoch = schedule_values(s, 30 * spe)[::spe]
