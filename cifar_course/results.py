@@ -336,6 +336,16 @@ def _reference_label(rec: dict) -> str:
             f"{edited}")
 
 
+def _chapter_title(chapter: str) -> str:
+    """ "05_evaluation" -> "05 Evaluating a classifier" (the chapter's own title), else the name itself."""
+    path = REPO_ROOT / "chapters" / f"{chapter}.md"
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            if line.startswith("# "):
+                return f"{chapter[:2]} {line[2:].strip()}"
+    return chapter
+
+
 def chapter_summary(records=None, digits: int = 4) -> str:
     """The results page: per chapter its headline figures, your latest run beside the reference run.
 
@@ -361,7 +371,7 @@ def chapter_summary(records=None, digits: int = 4) -> str:
                  "reference": (ref["metrics"].get(m, "-") if ref else "-")} for m in names]
         rows = [{k: (str(v) if isinstance(v, (list, dict, bool)) else v) for k, v in row.items()}
                 for row in rows]
-        lines = [f"**{chapter}**", "",
+        lines = [f"**{_chapter_title(chapter)}**", "",
                  f"- your run: {_run_label(mine) if mine else 'none yet (run the chapter)'}",
                  f"- reference: {_reference_label(ref) if ref else 'none committed'}", "",
                  markdown_table(rows, digits)]
