@@ -225,7 +225,7 @@ def save_figure(fig, chapter: str, name: str, data_source: str, profile=None, ma
     The mark (a line under the figure) is what tells a reader a figure shows the synthetic stand-in. Files
     go to results/<profile>/figures/<chapter>/<name>.png and .json; `promote_results` copies a real-data
     run's into book/reference_results/, where `show_reference_figure` finds them. PNGs are kept small:
-    at most `max_pixels` wide or high (80 to 100 dpi) and reduced to a 256-colour palette.
+    at most `max_pixels` wide or high (60 to 100 dpi) and reduced to a 256-colour palette.
     """
     import io
 
