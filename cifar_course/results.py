@@ -274,9 +274,9 @@ def show_reference_figure(chapter: str, name: str, data_source: str, title: str 
                     f"(the {profile}-profile run on real data makes it).</em></p>")
     path, prov = found
     encoded = base64.b64encode(path.read_bytes()).decode()
-    mine = ("The figure above is your run on the SYNTHETIC stand-in, not CIFAR-10. "
-            if synthetic else "The figure above is your run; this one is the committed reference. ")
-    caption = (f"{mine}Reference run on real CIFAR-10 ({html.escape(prov['data'])}, the JPEG re-encoding: see "
+    mine = ("Your figure, before this box, shows the SYNTHETIC stand-in, not CIFAR-10. "
+            if synthetic else "Your figure comes before this box. ")
+    caption = (f"{mine}This one is the reference run on real CIFAR-10 ({html.escape(prov['data'])}, the JPEG re-encoding: see "
                f"the results page), {prov['profile']} profile, commit {html.escape(prov['commit'])}, "
                f"{html.escape(prov['cpu'])}, {prov['date'][:10]}.")
     return HTML(

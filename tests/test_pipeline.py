@@ -91,7 +91,7 @@ def test_random_affine_with_zero_ranges_is_the_identity(images):
 
 def test_unknown_augmentation_name_and_mismatched_lengths(images):
     x, y = images
-    with pytest.raises(ValueError, match="Unknown augmentation 'cutmixx'.*seed.*padcrop"):
+    with pytest.raises(ValueError, match="Unknown augmentation 'cutmixx'.*affine.*padcrop"):
         cc.make_dataset(x, y, augment="cutmixx")
     with pytest.raises(ValueError, match="64 images but 10 labels"):
         cc.make_dataset(x, y[:10])
