@@ -109,7 +109,9 @@ if not SERVING_ONLY:
     )
     from .tables import markdown_table, show_table  # noqa: E402
     from .results import (  # noqa: E402
-        compare_with_reference, load_results, record, reference, results_table,
+        REFERENCE_DATA, chapter_summary, compare_with_reference, load_results, promote_results, record,
+        reference, reference_figure, results_table, save_figure, show_reference_figure,
+        show_reference_provenance,
     )
 
     # ------------------------------------------------------------------------------------------------
@@ -169,7 +171,9 @@ __all__ = _SERVING_NAMES if SERVING_ONLY else _SERVING_NAMES + [
     "plot_augmentations", "plot_class_balance", "plot_confusion_matrix", "plot_history", "plot_image_grid",
     "plot_mistakes", "plot_reliability", "plot_schedule",
     "markdown_table", "show_table",
-    "compare_with_reference", "load_results", "record", "reference", "results_table",
+    "REFERENCE_DATA", "chapter_summary", "compare_with_reference", "load_results", "promote_results",
+    "record", "reference", "reference_figure", "results_table", "save_figure", "show_reference_figure",
+    "show_reference_provenance",
     # topic modules
     "StochasticDepth", "cutmix", "cutmix_boxes", "cutout", "l2", "mixup",
     "BatchLosses", "roughness", "sort_by_label",

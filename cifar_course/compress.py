@@ -174,7 +174,7 @@ def build_pruned_model(model, begin_step: int, end_step: int, initial_sparsity: 
                        final_sparsity: float = 0.7, frequency: int = 100):
     """Wrap a trained model for magnitude pruning: every `frequency` steps between begin_step and
     end_step the smallest weights of each Conv/Dense kernel are zeroed, the zeroed fraction following a
-    cubic PolynomialDecay from initial to final sparsity (the seed course's 0.3 -> 0.7).
+    cubic PolynomialDecay from initial to final sparsity (a common tfmot schedule: 0.3 -> 0.7).
 
     Fit it with `pruning_callbacks()`; export with `strip_pruning`.
     """

@@ -28,7 +28,7 @@ def _head(x, num_classes: int, logits: bool, kernel_regularizer=None):
 
 
 def build_baseline_cnn(num_classes: int = 10, logits: bool = False, input_shape=INPUT_SHAPE):
-    """The seed course's baseline: Conv 32-64-64 (3x3, ReLU, two max-pools), Dense 64, softmax.
+    """The classic Keras CIFAR-10 tutorial's baseline: Conv 32-64-64 (3x3, ReLU, two max-pools), Dense 64, softmax.
 
     Introduced in the baseline CNN chapter; 122,570 parameters for ten classes.
     """

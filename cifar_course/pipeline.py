@@ -70,7 +70,7 @@ def pad_crop_flip(images, pad: int = 4, flip: bool = True):
 
 def random_affine(images, rotation_deg: float = 15.0, shift: float = 0.1, zoom: float = 0.2,
                   flip: bool = True, fill_mode: str = "NEAREST"):
-    """The seed course's recipe (rotation, shift, flip, zoom as ImageDataGenerator takes them),
+    """The classic Keras-tutorial recipe (rotation, shift, flip, zoom as ImageDataGenerator takes them),
     composed into one affine transform per image and applied in a single resampling pass."""
     shape = tf.shape(images)
     batch = shape[0]
@@ -99,7 +99,7 @@ def random_affine(images, rotation_deg: float = 15.0, shift: float = 0.1, zoom: 
 AUGMENTATIONS = {
     None: None,
     "none": None,
-    "seed": random_affine,  # the seed course's ImageDataGenerator recipe
+    "affine": random_affine,  # the classic Keras-tutorial ImageDataGenerator recipe
     "padcrop": pad_crop_flip,  # the fast recipe of modern CIFAR training
 }
 
@@ -149,21 +149,21 @@ def make_dataset(x, y, batch_size: int = 128, training: bool = False, augment=No
 # Throughput: the old way (ImageDataGenerator) against this pipeline, same recipe, same process
 
 
-def make_image_data_generator(recipe: str = "seed"):
-    """The Keras `ImageDataGenerator` doing what a recipe of AUGMENTATIONS does (the seed course's way).
+def make_image_data_generator(recipe: str = "affine"):
+    """The Keras `ImageDataGenerator` doing what a recipe of AUGMENTATIONS does (the classic way).
 
-    "seed": rotation 15 degrees, shifts 0.1, horizontal flip, zoom 0.2; "padcrop": shifts of up to
+    "affine": rotation 15 degrees, shifts 0.1, horizontal flip, zoom 0.2; "padcrop": shifts of up to
     4 pixels with reflected borders, horizontal flip. It augments one image at a time in NumPy.
     """
     from tensorflow.keras.preprocessing.image import ImageDataGenerator
 
-    if recipe == "seed":
+    if recipe == "affine":
         return ImageDataGenerator(rotation_range=15, width_shift_range=0.1, height_shift_range=0.1,
                                   horizontal_flip=True, zoom_range=0.2)
     if recipe == "padcrop":
         return ImageDataGenerator(width_shift_range=4, height_shift_range=4, fill_mode="reflect",
                                   horizontal_flip=True)
-    raise ValueError(f"No ImageDataGenerator equivalent for recipe {recipe!r}: use 'seed' or 'padcrop'.")
+    raise ValueError(f"No ImageDataGenerator equivalent for recipe {recipe!r}: use 'affine' or 'padcrop'.")
 
 
 def _images_per_second(batches, n_batches: int) -> float:
@@ -176,7 +176,7 @@ def _images_per_second(batches, n_batches: int) -> float:
     return count / (time.perf_counter() - start)
 
 
-def measure_throughput(x, y, recipes=("seed", "padcrop"), batch_size: int = 64, n_images: int = 6_400,
+def measure_throughput(x, y, recipes=("affine", "padcrop"), batch_size: int = 64, n_images: int = 6_400,
                        repeats: int = 3) -> list[dict]:
     """Images/s of ImageDataGenerator.flow and of make_dataset for each recipe, as table rows.
 

@@ -39,7 +39,7 @@ def mixup(images, labels, alpha: float = 0.2, seed=None):
     """mixup (Zhang et al. 2018): each image becomes lam * itself + (1 - lam) * a partner from the same
     batch, and its label the same blend of the two labels. lam ~ Beta(alpha, alpha) per image.
 
-    Small alpha (0.2, the seed course's choice) keeps most mixes close to one of the two images.
+    Small alpha (0.2, a common choice for CIFAR-10) keeps most mixes close to one of the two images.
     """
     _check_one_hot(labels)
     labels = tf.cast(labels, images.dtype)
@@ -154,7 +154,7 @@ class StochasticDepth(layers.Layer):
 def l2(factor: float = 1e-4):
     """Keras' L2 penalty, factor * sum(w ** 2) added to the loss (None when factor is 0).
 
-    The seed course uses 1e-4 on the convolution kernels. Unlike decoupled weight decay (AdamW,
+    The classic Keras CIFAR-10 recipe uses 1e-4 on the convolution kernels. Unlike decoupled weight decay (AdamW,
     `make_optimizer(weight_decay=...)`), the penalty goes through the gradient, so Adam rescales it.
     """
     return keras.regularizers.L2(factor) if factor else None

@@ -84,6 +84,7 @@ def record(chapter: str, metrics: dict, data_source: str, wall_time_s: float | N
         "synthetic": data_source.startswith("synthetic"),
         "hardware": hardware(),
         "versions": versions(),
+        "commit": commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "wall_time_s": None if wall_time_s is None else round(float(wall_time_s), 1),
         "metrics": {k: _plain(v) for k, v in metrics.items()},
@@ -161,3 +162,257 @@ def compare_with_reference(chapter: str, metrics: dict, profile=None, data_sourc
         rows.append({"metric": name, this: _plain(value),
                      where: ref["metrics"].get(name, "-") if ref else "-"})
     return rows
+
+
+# --- Reference figures and the results page --------------------------------------------------------
+
+REFERENCE_DATA = (
+    "the reference runs use a public JPEG re-encoding of CIFAR-10 (the official 50,000 training and "
+    "10,000 test images, saved as JPEG files in class folders). Its pixels differ from the official "
+    "batches, and accuracies on it run below published figures: airbench94_muon's own script reaches "
+    "90.75% on it on a 2-core CPU in bfloat16, where its authors publish 94.01% for the official data on "
+    "a GPU. How the 3.3 points split between the JPEG copy and the precision is not measured."
+)
+
+# The few figures of each chapter that the results page sets side by side (the rest stay in the records).
+HEADLINE_METRICS = {
+    "01_data": ["train_images", "test_images", "speedup_affine", "speedup_padcrop", "images_per_s_padcrop"],
+    "02_baseline_cnn": ["test_accuracy", "best_val_accuracy", "epochs", "seconds_per_epoch", "parameters"],
+    "03_residual_attention": ["plain-20 test_accuracy", "ResNet-20 test_accuracy", "plain-56 test_accuracy",
+                              "ResNet-56 test_accuracy", "SE-ResNet-20 (width 16) test_accuracy"],
+    "04_regularization": ["val_acc_none", "val_acc_l2", "val_acc_label", "val_acc_mixup",
+                          "val_acc_schedule_cosine", "early_stopping_best_epoch"],
+    "05_evaluation": ["top1_accuracy", "top3_accuracy", "ece", "hardest_class_recall",
+                      "easiest_class_recall"],
+    "06_troubleshooting": ["sorted_val_acc", "shuffled_val_acc", "high_lr_tail_loss", "low_lr_tail_loss",
+                           "overfit_gap_none", "overfit_gap_augmentation"],
+    "07_gradcam": ["test_accuracy", "heatmap_share_in_centre", "synthetic_pointing_gradcam",
+                   "synthetic_pointing_random"],
+    "08_shortcuts_robustness": ["clean_accuracy", "pgd10_accuracy", "adv_clean_accuracy",
+                                "adv_pgd10_accuracy", "border_grey_changed", "centre_grey_changed"],
+    "09_lightweighting": ["float_accuracy", "separable_accuracy", "int8_smaller_x", "int8_drop_points",
+                          "pruned_sparsity", "pruned_int8_accuracy"],
+    "10_deployment": ["keras_accuracy", "export_gap_tflite", "served_agreement", "latency_b1_ms",
+                      "throughput_b32_ips"],
+    "11_simclr": ["linear_ntxent", "linear_random", "finetune_10pct_simclr", "finetune_10pct_scratch"],
+    "12_distillation": ["teacher_accuracy", "student_scratch_accuracy", "student_distilled_accuracy",
+                        "best_temperature"],
+    "13_federated": ["central_accuracy", "fedavg_iid_accuracy", "fedavg_noniid_accuracy",
+                     "fedprox_noniid_accuracy", "rounds"],
+}
+
+
+def data_label(data_source: str) -> str:
+    """What a run trained on, without local paths: "SYNTHETIC stand-in" or e.g. "cifar10 image folder"."""
+    if data_source.startswith("synthetic"):
+        return "SYNTHETIC stand-in"
+    return data_source.split(" (")[0]
+
+
+def commit() -> str:
+    """The git commit the run used ("+local changes" when the tree differed), or "not recorded"."""
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+
+    try:
+        head = git("rev-parse", "--short=10", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return "not recorded"
+    return head + (" +local changes" if dirty else "")
+
+
+def figure_provenance(chapter: str, name: str, data_source: str, profile=None) -> dict:
+    """What a saved figure shows and where it was made (the JSON sidecar of the PNG)."""
+    prof = profile or config.profile()
+    hw = hardware()
+    return {
+        "chapter": chapter, "figure": name, "profile": prof.name, "data": data_label(data_source),
+        "synthetic": data_source.startswith("synthetic"), "commit": commit(),
+        "cpu": f"{hw['cpu']} x{hw['cores']}" + (f" + {', '.join(hw['gpus'])}" if hw["gpus"] else ""),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _provenance_line(prov: dict) -> str:
+    if prov["synthetic"]:
+        return f"SYNTHETIC stand-in (coloured shapes, not CIFAR-10), {prov['profile']} profile"
+    return (f"CIFAR-10 ({prov['data']}), {prov['profile']} profile, commit {prov['commit']}, "
+            f"{prov['cpu']}, {prov['date'][:10]}")
+
+
+def save_figure(fig, chapter: str, name: str, data_source: str, profile=None, max_pixels: int = 800) -> Path:
+    """Mark a chapter's key figure with the data it shows, and save it as a small PNG with a JSON sidecar.
+
+    The mark (a line under the figure) is what tells a reader a figure shows the synthetic stand-in. Files
+    go to results/<profile>/figures/<chapter>/<name>.png and .json; `promote_results` copies a real-data
+    run's into book/reference_results/, where `show_reference_figure` finds them. PNGs are kept small:
+    at most `max_pixels` wide or high (60 to 100 dpi) and reduced to a 256-colour palette.
+    """
+    import io
+
+    from PIL import Image
+
+    prof = profile or config.profile()
+    prov = figure_provenance(chapter, name, data_source, prof)
+    colour = "crimson" if prov["synthetic"] else "0.3"
+    bottom = fig.get_tightbbox(fig.canvas.get_renderer()).y0 / fig.get_size_inches()[1]
+    fig.text(0.5, bottom - 0.005, _provenance_line(prov), ha="center", va="top", fontsize=7, color=colour)
+    dpi = min(100, max(60, max_pixels / max(fig.get_size_inches())))
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    folder = results_dir() / prof.name / "figures" / chapter
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    image = Image.open(buffer).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT,
+                                                    dither=Image.Dither.NONE)
+    image.save(path, optimize=True)
+    path.with_suffix(".json").write_text(json.dumps(prov, indent=2) + "\n")
+    return path
+
+
+def reference_figure(chapter: str, name: str, profile="quick") -> tuple[Path, dict] | None:
+    """The committed reference PNG of a chapter's figure and its provenance, or None."""
+    path = _reference_path() / config.resolve(profile).name / "figures" / chapter / f"{name}.png"
+    sidecar = path.with_suffix(".json")
+    if not (path.is_file() and sidecar.is_file()):
+        return None
+    return path, json.loads(sidecar.read_text())
+
+
+def show_reference_figure(chapter: str, name: str, data_source: str, title: str = "", profile: str = "quick"):
+    """The committed real-CIFAR-10 figure matching the one above, in a labelled drop-down (open when this
+    run is synthetic), or one line saying none is committed yet. Returns an IPython HTML object."""
+    import base64
+    import html
+
+    from IPython.display import HTML
+
+    synthetic = data_source.startswith("synthetic")
+    what = html.escape(title or name.replace("_", " "))
+    found = reference_figure(chapter, name, profile)
+    if found is None:
+        return HTML(f"<p><em>No reference figure on real CIFAR-10 is committed yet for “{what}” "
+                    f"(the {profile}-profile run on real data makes it).</em></p>")
+    path, prov = found
+    encoded = base64.b64encode(path.read_bytes()).decode()
+    mine = ("Your figure, before this box, shows the SYNTHETIC stand-in, not CIFAR-10. "
+            if synthetic else "Your figure comes before this box. ")
+    caption = (f"{mine}This one is the reference run on real CIFAR-10 ({html.escape(prov['data'])}, the JPEG re-encoding: see "
+               f"the results page), {prov['profile']} profile, commit {html.escape(prov['commit'])}, "
+               f"{html.escape(prov['cpu'])}, {prov['date'][:10]}.")
+    return HTML(
+        f"<details{' open' if synthetic else ''} style='border-left:3px solid #888;padding-left:0.6em'>"
+        f"<summary><strong>Reference run on real CIFAR-10: {what}</strong></summary>"
+        f"<img src='data:image/png;base64,{encoded}' alt='{what}, reference run on real CIFAR-10' "
+        f"style='max-width:100%'><p style='font-size:0.85em'>{caption}</p></details>")
+
+
+def promote_results(profile: str = "quick", source=None, destination=None) -> list[Path]:
+    """Copy a real-data run's records and figures into the committed references (book/reference_results).
+
+    Run it after executing chapters on real CIFAR-10 (`make chapter ... PROFILE=quick`), then commit what
+    it lists. Local paths are dropped from the data source; synthetic records are refused.
+    """
+    import shutil
+
+    source = Path(source or results_dir()) / profile
+    destination = Path(destination or REFERENCE_DIR) / profile
+    copied = []
+    for record_path in sorted(source.glob("*.json")):
+        rec = json.loads(record_path.read_text())
+        if rec.get("synthetic", True):
+            raise ValueError(f"{record_path} is a synthetic-data record: references are real-data runs.")
+        rec["data_source"] = data_label(rec["data_source"])
+        target = destination / record_path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(rec, indent=2) + "\n")
+        copied.append(target)
+    for figure in sorted((source / "figures").glob("*/*.png")):
+        sidecar = figure.with_suffix(".json")
+        if json.loads(sidecar.read_text()).get("synthetic", True):
+            raise ValueError(f"{figure} shows synthetic data: references are real-data runs.")
+        target = destination / "figures" / figure.parent.name
+        target.mkdir(parents=True, exist_ok=True)
+        for path in (figure, sidecar):
+            shutil.copy2(path, target / path.name)
+            copied.append(target / path.name)
+    return copied
+
+
+def _run_label(rec: dict) -> str:
+    data = "SYNTHETIC" if rec["synthetic"] else data_label(rec["data_source"])
+    return f"{rec['profile']}, {data}, {rec['date'][:10]}"
+
+
+def _reference_label(rec: dict) -> str:
+    """Profile, data, machine, date and commit of a reference record, and whether it was edited."""
+    hw, notes = rec["hardware"], rec.get("notes", "")
+    edited = ""
+    if "corrected" in notes:
+        edited = " (its metric keys were corrected by hand after the run; the next sweep regenerates it)"
+    elif "written from the run's log" in notes:
+        edited = " (rebuilt from the run's log after its file was overwritten; the next sweep regenerates it)"
+    return (f"{rec['profile']} profile on real CIFAR-10 ({data_label(rec['data_source'])}), "
+            f"{hw['cpu']} x{hw['cores']}, {rec['date'][:10]}, commit {rec.get('commit', 'not recorded')}"
+            f"{edited}")
+
+
+def _chapter_title(chapter: str) -> str:
+    """ "05_evaluation" -> "05 Evaluating a classifier" (the chapter's own title), else the name itself."""
+    path = REPO_ROOT / "chapters" / f"{chapter}.md"
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            if line.startswith("# "):
+                return f"{chapter[:2]} {line[2:].strip()}"
+    return chapter
+
+
+def chapter_summary(records=None, digits: int = 4) -> str:
+    """The results page: per chapter its headline figures, your latest run beside the reference run.
+
+    Returns Markdown: a heading line per chapter naming both runs (profile, data, machine, date, commit),
+    then a three-column table (figure | your run | reference) narrow enough for the page.
+    """
+    from .tables import markdown_table
+
+    records = load_results() if records is None else records
+    chapters = sorted({r["chapter"] for r in records})
+    parts = []
+    for chapter in chapters:
+        ref = next((r for r in records if r["chapter"] == chapter and r["origin"] == "reference"), None)
+        mine = sorted((r for r in records if r["chapter"] == chapter and r["origin"] != "reference"),
+                      key=lambda r: r["date"])
+        mine = mine[-1] if mine else None
+        names = [m for m in HEADLINE_METRICS.get(chapter, [])
+                 if any(m in r["metrics"] for r in (ref, mine) if r)]
+        if not names:
+            names = list((ref or mine)["metrics"])[:5]
+        rows = [{"figure": m,
+                 "your run": (mine["metrics"].get(m, "-") if mine else "-"),
+                 "reference": (ref["metrics"].get(m, "-") if ref else "-")} for m in names]
+        rows = [{k: (str(v) if isinstance(v, (list, dict, bool)) else v) for k, v in row.items()}
+                for row in rows]
+        lines = [f"**{_chapter_title(chapter)}**", "",
+                 f"- your run: {_run_label(mine) if mine else 'none yet (run the chapter)'}",
+                 f"- reference: {_reference_label(ref) if ref else 'none committed'}", "",
+                 markdown_table(rows, digits)]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) if parts else "No results recorded yet."
+
+
+def show_reference_provenance(*records: str, profile: str = "quick"):
+    """Under a table of reference figures: where each record comes from (data, machine, date, commit, and
+    whether it was edited after its run), then what the reference data is. Returns IPython Markdown."""
+    from IPython.display import Markdown
+
+    lines = []
+    for name in records:
+        ref = reference(name, profile)
+        lines.append(f"*Reference run of {name}: {_reference_label(ref)}.*" if ref else
+                     f"*No reference record of {name} is committed yet: its reference figures are empty.*")
+    lines.append(f"*About the reference data: {REFERENCE_DATA}*")
+    return Markdown("\n\n".join(lines))

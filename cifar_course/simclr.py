@@ -2,7 +2,7 @@
 
 Introduced in the SimCLR chapter. The pieces: a strong augmentation pipeline that runs on whole batches,
 an encoder (any course network cut at its global average pooling) plus a projection head, the NT-Xent loss
-written out, the seed course's tensorflow-addons n-pairs form for comparison, a `SimCLR` model whose
+written out, the tensorflow-addons n-pairs shortcut many Keras examples use for comparison, a `SimCLR` model whose
 `train_step` contrasts the views, and the ways to judge frozen features: a kNN monitor, linear evaluation
 and fine-tuning with few labels.
 """
@@ -149,7 +149,7 @@ def nt_xent_loss(z1, z2, temperature: float = 0.5):
 
 
 def npairs_loss(z1, z2, temperature: float = 0.5):
-    """The seed course's loss: `tfa.losses.npairs_loss` on the (N, N) view-1 x view-2 similarities.
+    """The n-pairs shortcut: `tfa.losses.npairs_loss` on the (N, N) view-1 x view-2 similarities.
 
     Row i must pick its partner among view 2's N images only (N - 1 negatives, none from its own view),
     and only view 1 asks: one direction. tensorflow-addons is end of life (no releases after 2024);

@@ -81,3 +81,76 @@ def test_an_installed_copy_finds_the_references_or_says_why(tmp_path):
     run = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and run.stdout.strip() == "01_data", run.stderr
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.plot([0, 1, 2], [2.3, 1.2, 0.9])
+    return fig
+
+
+def test_save_figure_marks_data_and_writes_small_png_with_provenance(tmp_path, monkeypatch):
+    monkeypatch.setenv("CIFAR_COURSE_RESULTS", str(tmp_path))
+    fig = _figure()
+    path = cc.save_figure(fig, "99_demo", "curve", "synthetic (seed=0)", profile=cc.profile("smoke"))
+    assert path == tmp_path / "smoke" / "figures" / "99_demo" / "curve.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size < 60_000
+    prov = json.loads(path.with_suffix(".json").read_text())
+    assert prov["synthetic"] is True and prov["data"] == "SYNTHETIC stand-in" and prov["profile"] == "smoke"
+    assert {"commit", "cpu", "date"} <= set(prov)
+    assert any("SYNTHETIC" in t.get_text() for t in fig.texts)   # the mark the reader sees
+
+    real = cc.save_figure(_figure(), "99_demo", "curve", "cifar10 image folder (/home/me/data)",
+                          profile=cc.profile("quick"))
+    prov = json.loads(real.with_suffix(".json").read_text())
+    assert prov["data"] == "cifar10 image folder" and "/home/me" not in real.with_suffix(".json").read_text()
+
+
+def test_show_reference_figure_with_and_without_a_reference(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "REFERENCE_DIR", tmp_path / "ref")
+    missing = cc.show_reference_figure("99_demo", "curve", "synthetic (seed=0)", "a curve").data
+    assert "No reference figure" in missing and "a curve" in missing
+
+    monkeypatch.setenv("CIFAR_COURSE_RESULTS", str(tmp_path / "run"))
+    cc.save_figure(_figure(), "99_demo", "curve", "cifar10 image folder (/data)", profile=cc.profile("quick"))
+    cc.record("99_demo", {"accuracy": 0.7}, "cifar10 image folder (/data)", profile=cc.profile("quick"))
+    copied = cc.promote_results("quick")
+    assert {p.name for p in copied} == {"99_demo.json", "curve.png", "curve.json"}
+    assert json.loads((tmp_path / "ref" / "quick" / "99_demo.json").read_text())["data_source"] == \
+        "cifar10 image folder"
+
+    shown = cc.show_reference_figure("99_demo", "curve", "synthetic (seed=0)").data
+    assert "data:image/png;base64," in shown and "<details open" in shown and "SYNTHETIC" in shown
+    assert "commit" in shown and "JPEG" in shown
+    collapsed = cc.show_reference_figure("99_demo", "curve", "cifar10 image folder (/data)").data
+    assert "<details " in collapsed and "<details open" not in collapsed
+
+
+def test_promote_results_refuses_synthetic_runs(tmp_path, monkeypatch):
+    import pytest
+
+    monkeypatch.setenv("CIFAR_COURSE_RESULTS", str(tmp_path))
+    cc.record("99_demo", {"accuracy": 0.9}, "synthetic (seed=0)", profile=cc.profile("smoke"))
+    with pytest.raises(ValueError, match="synthetic"):
+        cc.promote_results("smoke", destination=tmp_path / "ref")
+
+
+def test_chapter_summary_sets_your_run_beside_the_reference():
+    ref = {"chapter": "02_baseline_cnn", "origin": "reference", "profile": "quick", "synthetic": False,
+           "data_source": "cifar10 image folder", "date": "2026-11-23T13:05:30+00:00", "notes": "",
+           "hardware": {"cpu": "AMD EPYC", "cores": 2, "gpus": []},
+           "metrics": {"test_accuracy": 0.7065, "train_time_s": 165.2, "epochs": 10}}
+    mine = dict(ref, origin="your run", profile="smoke", synthetic=True, data_source="synthetic (seed=0)",
+                metrics={"test_accuracy": 0.31, "epochs": 3}, date="2026-12-01T10:00:00+00:00")
+    page = cc.chapter_summary([ref, mine])
+    assert "**02 " in page and "smoke, SYNTHETIC, 2026-12-01" in page
+    assert "AMD EPYC x2, 2026-11-23, commit not recorded" in page
+    assert "| test_accuracy | 0.3100 | 0.7065 |" in page
+    assert "train_time_s" not in page   # only the headline figures
+    table_lines = [line for line in page.splitlines() if line.startswith("|")]
+    assert all(line.count("|") == 4 for line in table_lines)   # three columns: fits the page
