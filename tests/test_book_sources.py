@@ -68,3 +68,19 @@ def test_committed_reference_figures_have_provenance_and_stay_small():
         assert (png.parent.name, png.stem) in slots, f"{png} is shown by no chapter"
     assert sum(p.stat().st_size for p in FIGURES.rglob("*")) < 4_000_000
     assert not [p for p in FIGURES.rglob("*") if p.is_file() and p.suffix not in (".png", ".json")]
+
+
+def test_chapter_code_lines_fit_the_page():
+    # Longer code lines scroll sideways in the rendered book. A code cell opens with a
+    # ```{code-cell} line and ends at the next ``` line; its option lines count too.
+    offenders = []
+    for chapter in CHAPTERS:
+        in_code = False
+        for number, line in enumerate(chapter.read_text().splitlines(), start=1):
+            if line.startswith("```{code-cell}"):
+                in_code = True
+            elif line.startswith("```"):
+                in_code = False
+            elif in_code and len(line) > 88:
+                offenders.append(f"{chapter.name}:{number} ({len(line)} characters)")
+    assert not offenders, "code lines over 88 characters:\n" + "\n".join(offenders)
