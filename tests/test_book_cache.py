@@ -77,3 +77,19 @@ def test_cache_keys_name_profile_and_data_source():
     assert cache_key("quick", "auto") == "quick-auto" and cache_key("full", "cifar10") == "full-cifar10"
     one, other = cache_key("quick", "/data/cifar10"), cache_key("quick", "/data/cifar10-jpeg")
     assert one.startswith("quick-path-") and one != other
+
+
+def test_the_generated_config_keeps_local_extensions_findable(tmp_path):
+    """The generated config lives in _build/config/, and Jupyter Book resolves local extension folders
+    against the config file: they must come out absolute, pointing at the book's own folder."""
+    spec = importlib.util.spec_from_file_location("book_config", ROOT / "tools" / "book_config.py")
+    book_config = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(book_config)
+    (tmp_path / "book" / "_ext").mkdir(parents=True)
+    (tmp_path / "_config.yml").write_text(
+        CONFIG + "sphinx:\n  local_extensions:\n    student_edition: book/_ext\n")
+    written = book_config.write_config(tmp_path, "smoke", "auto")
+    import yaml
+
+    folder = yaml.safe_load(written.read_text())["sphinx"]["local_extensions"]["student_edition"]
+    assert Path(folder).is_absolute() and Path(folder) == (tmp_path / "book" / "_ext").resolve()
