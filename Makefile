@@ -26,7 +26,7 @@ export TF_CPP_MIN_LOG_LEVEL = 3
 # Environment-level Jupyter paths (.venv's kernels) before the user's (~/.local/share/jupyter).
 export JUPYTER_PREFER_ENV_PATH = 1
 
-.PHONY: book book-student test lab lock benchmark chapter clean serve-model
+.PHONY: book book-publish book-student test lab lock benchmark chapter clean serve-model
 
 $(BIN)/.synced: pyproject.toml uv.lock tools/bootstrap.sh
 	PYTHON=$(PYTHON) tools/bootstrap.sh
@@ -44,6 +44,16 @@ book: $(BIN)/.synced
 	  CIFAR_COURSE_PROFILE=$(PROFILE) $(BIN)/jupyter-book build $(BOOK) --config $$config -W --keep-going
 	CIFAR_COURSE_BOOK_HTML=$(BOOK)/_build/html $(BIN)/python -m pytest -q -p no:cacheprovider \
 	  tests/test_book_html.py
+
+# The book for publication: every chapter executed in the quick profile on real CIFAR-10, in its own
+# jupyter-cache (never the smoke outputs), with the same checks as `make book`. CIFAR_COURSE_DATA must name
+# the data (a folder or archive: book/setup.md); without it this stops before building anything. Takes
+# about as long as the committed reference runs (book/setup.md, "Publishing"), on a 2-core CPU over an hour.
+book-publish: $(BIN)/.synced
+	@test -n "$(CIFAR_COURSE_DATA)" && test -e "$(CIFAR_COURSE_DATA)" || { \
+	  echo "make book-publish needs real CIFAR-10: CIFAR_COURSE_DATA=/path/to/cifar10 (book/setup.md)" >&2; \
+	  exit 2; }
+	$(MAKE) book PROFILE=quick CIFAR_COURSE_DATA="$(abspath $(CIFAR_COURSE_DATA))"
 
 # The student edition, for a teacher who hands out the exercises: the same book with every solution
 # removed (book/_ext/student_edition.py), in _build/html-student. It shares the profile's executed

@@ -110,8 +110,8 @@ if not SERVING_ONLY:
     from .tables import markdown_table, show_table  # noqa: E402
     from .results import (  # noqa: E402
         REFERENCE_DATA, chapter_summary, compare_with_reference, load_results, promote_results, record,
-        reference, reference_figure, results_table, save_figure, show_reference_figure,
-        show_reference_provenance,
+        reference, reference_figure, reference_runtime, results_table, save_figure,
+        show_reference_figure, show_reference_provenance,
     )
 
     # ------------------------------------------------------------------------------------------------
@@ -172,7 +172,7 @@ __all__ = _SERVING_NAMES if SERVING_ONLY else _SERVING_NAMES + [
     "plot_mistakes", "plot_reliability", "plot_schedule",
     "markdown_table", "show_table",
     "REFERENCE_DATA", "chapter_summary", "compare_with_reference", "load_results", "promote_results",
-    "record", "reference", "reference_figure", "results_table", "save_figure", "show_reference_figure",
+    "record", "reference", "reference_figure", "reference_runtime", "results_table", "save_figure", "show_reference_figure",
     "show_reference_provenance",
     # topic modules
     "StochasticDepth", "cutmix", "cutmix_boxes", "cutout", "l2", "mixup",

@@ -130,6 +130,26 @@ def reference(chapter: str, profile="quick") -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def reference_runtime(profile="quick") -> dict:
+    """How long the committed reference runs of the chapters took, summed: what publishing the book on
+    real data (`make book-publish`) spends executing chapters. Returns the total in seconds, the number
+    of chapter records, the CPU models they ran on, and the recording chapters that lack a record or a time."""
+    folder = reference_dir() / config.resolve(profile).name
+    chapters = sorted(p.stem for p in (REPO_ROOT / "chapters").glob("[0-9][0-9]_*.md")
+                      if "cc.record(" in p.read_text())  # the chapters that train and keep a record
+    total, cpus, missing = 0.0, set(), []
+    for chapter in chapters:
+        path = folder / f"{chapter}.json"
+        rec = json.loads(path.read_text()) if path.is_file() else None
+        if rec is None or rec.get("wall_time_s") is None:
+            missing.append(chapter)
+            continue
+        total += rec["wall_time_s"]
+        cpus.add(f"{rec['hardware']['cpu']} x{rec['hardware']['cores']}")
+    return {"seconds": total, "chapters": len(chapters) - len(missing), "cpus": sorted(cpus),
+            "missing": missing}
+
+
 def results_table(records=None):
     """A pandas-free table (list of rows) of every record's metrics, for the results page."""
     rows = []
