@@ -1,4 +1,5 @@
-"""No rendered chapter shows TensorFlow's C++ start-up log.
+"""The built book as a reader gets it: no TensorFlow start-up log in any page, and in a browser (offline)
+the results page fits a 1280-pixel window, formulas render, every chapter shows a real-CIFAR-10 figure.
 
 `make book` runs this on the pages it just built (CIFAR_COURSE_BOOK_HTML=<book>/_build/html, where no
 pages is a failure); in `make test` it checks the last build in _build/html, if there is one.
@@ -6,6 +7,7 @@ pages is a failure); in `make test` it checks the last build in _build/html, if 
 
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -47,3 +49,85 @@ def test_no_chapter_page_shows_tensorflow_startup_log():
     found = {page.name: match.group(0) for page in chapter_pages()
              if (match := TF_STARTUP_LOG.search(page.read_text(errors="replace")))}
     assert not found, f"TensorFlow start-up log in the built book: {found}"
+
+
+# What a reader sees in a browser (Debian's Chromium, driven by Playwright, offline: file:// pages only).
+# `make book` runs these on the book it built; in `make test` they check the last build, if any.
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--no-first-run", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser_page():
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail("Chromium is missing: .ci/run installs it with apt-get.")
+        pytest.skip("Chromium is not installed (apt-get install -y chromium) for the in-browser checks.")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, offline=True)
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        yield page
+        browser.close()
+
+
+def html_root():
+    return chapter_pages()[0].parent.parent
+
+
+# The widest element inside the article, and how far it reaches past the article's right edge (pixels).
+OVERFLOW = """() => {
+  const article = document.querySelector('article') || document.querySelector('main');
+  const right = article.getBoundingClientRect().right;
+  let worst = {overflow: 0, what: ''};
+  for (const el of article.querySelectorAll('table, pre, img, .cell_output, p')) {
+    const reach = Math.max(el.getBoundingClientRect().right, el.getBoundingClientRect().left
+                           + el.scrollWidth) - right;
+    if (reach > worst.overflow) worst = {overflow: reach, what: el.tagName + ' ' +
+                                         (el.textContent || '').slice(0, 60)};
+  }
+  return {worst, page: document.documentElement.scrollWidth, window: window.innerWidth};
+}"""
+
+
+def test_results_page_fits_a_1280_pixel_window(browser_page):
+    results = html_root() / "book" / "results.html"
+    assert results.is_file(), "the results page was not built"
+    browser_page.goto(results.as_uri())
+    browser_page.wait_for_load_state("load")
+    browser_page.screenshot(path=str(html_root().parent / "results-1280.png"), full_page=True)  # to look at
+    fit = browser_page.evaluate(OVERFLOW)
+    assert fit["page"] <= fit["window"], f"the page scrolls sideways: {fit}"
+    assert fit["worst"]["overflow"] <= 2, f"content reaches past the page's text column: {fit['worst']}"
+
+
+def test_formulas_render_without_a_network(browser_page):
+    pages = [page for page in chapter_pages() if "\\(" in page.read_text(errors="replace")
+             or "\\[" in page.read_text(errors="replace")]
+    if not pages:
+        pytest.skip("no built chapter has a formula")
+    for page in pages:
+        browser_page.goto(page.as_uri())
+        browser_page.wait_for_selector("mjx-container", state="attached")
+        raw = browser_page.evaluate(
+            "() => [...document.querySelectorAll('article p, article li')]"
+            ".map(e => e.innerText).filter(t => /\\\\\\(|\\\\\\[|\\\\frac/.test(t)).slice(0, 3)")
+        assert not raw, f"{page.name}: formulas left as TeX source: {raw}"
+
+
+def test_every_chapter_page_shows_a_reference_figure_on_real_cifar10(browser_page):
+    missing = []
+    for page in chapter_pages():
+        if page.stem in ("14_next_steps",):  # no training, no figure of its own
+            continue
+        browser_page.goto(page.as_uri())
+        figures = browser_page.evaluate(
+            "() => [...document.querySelectorAll('details')].filter(d => d.querySelector("
+            "'img[alt*=\"reference run on real CIFAR-10\"]')).length")
+        if not figures:
+            missing.append(page.stem)
+    assert not missing, f"chapters with no reference figure on real CIFAR-10: {missing}"
