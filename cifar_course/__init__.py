@@ -79,8 +79,8 @@ if not SERVING_ONLY:
     )
     from .synthetic import SHAPE_NAMES, draw_synthetic, make_synthetic  # noqa: E402
     from .pipeline import (  # noqa: E402
-        AUGMENTATIONS, channel_stats, make_dataset, make_image_data_generator, measure_throughput, normalize,
-        pad_crop_flip, random_affine, standardize,
+        AUGMENTATIONS, channel_stats, make_dataset, make_image_data_generator, measure_parallelism,
+        measure_throughput, normalize, pad_crop_flip, random_affine, standardize,
     )
     from .models import (  # noqa: E402
         MODELS, build_baseline_cnn, build_mobilenet_v2, build_regularized_resnet, build_resnet,
@@ -100,8 +100,8 @@ if not SERVING_ONLY:
         flagship_recipe, init_whitening, make_alternating_flip_dataset, predict_tta, train_flagship,
     )
     from .evaluate import (  # noqa: E402
-        calibration_bins, class_report, confusion, evaluate_model, expected_calibration_error, predict,
-        predict_outputs, top_k_accuracy, worst_mistakes,
+        calibration_bins, class_report, confused_pairs, confusion, evaluate_model, expected_calibration_error,
+        predict, predict_outputs, top_k_accuracy, worst_mistakes,
     )
     from .plots import (  # noqa: E402
         plot_augmentations, plot_class_balance, plot_confusion_matrix, plot_history, plot_image_grid,
@@ -110,7 +110,7 @@ if not SERVING_ONLY:
     from .tables import markdown_table, show_table  # noqa: E402
     from .results import (  # noqa: E402
         REFERENCE_DATA, chapter_summary, compare_with_reference, load_results, promote_results, record,
-        reference, reference_figure, reference_runtime, results_table, save_figure,
+        reference, reference_figure, reference_runtime, results_table, save_figure, select_figures,
         show_reference_figure, show_reference_provenance,
     )
 
@@ -152,7 +152,7 @@ __all__ = _SERVING_NAMES if SERVING_ONLY else _SERVING_NAMES + [
     "SHAPE_NAMES", "draw_synthetic", "make_synthetic",
     # pipeline, models
     "AUGMENTATIONS", "channel_stats", "make_dataset",
-    "make_image_data_generator", "measure_throughput", "normalize", "pad_crop_flip", "random_affine",
+    "make_image_data_generator", "measure_parallelism", "measure_throughput", "normalize", "pad_crop_flip", "random_affine",
     "standardize",
     "MODELS", "build_baseline_cnn", "build_mobilenet_v2",
     "build_regularized_resnet", "build_resnet", "build_separable_cnn", "build_small_cnn",
@@ -166,13 +166,14 @@ __all__ = _SERVING_NAMES if SERVING_ONLY else _SERVING_NAMES + [
     "FLAGSHIP_15_MINUTES", "FLAGSHIP_SGD", "EpochEval", "Lookahead", "PartialIdentity", "build_flagship",
     "flagship_recipe", "init_whitening", "make_alternating_flip_dataset", "predict_tta", "train_flagship",
     # evaluate, plots, tables, results
-    "calibration_bins", "class_report", "confusion", "evaluate_model", "expected_calibration_error",
-    "predict", "predict_outputs", "top_k_accuracy", "worst_mistakes",
+    "calibration_bins", "class_report", "confused_pairs", "confusion", "evaluate_model",
+    "expected_calibration_error", "predict", "predict_outputs", "top_k_accuracy", "worst_mistakes",
     "plot_augmentations", "plot_class_balance", "plot_confusion_matrix", "plot_history", "plot_image_grid",
     "plot_mistakes", "plot_reliability", "plot_schedule",
     "markdown_table", "show_table",
     "REFERENCE_DATA", "chapter_summary", "compare_with_reference", "load_results", "promote_results",
-    "record", "reference", "reference_figure", "reference_runtime", "results_table", "save_figure", "show_reference_figure",
+    "record", "reference", "reference_figure", "reference_runtime", "results_table", "save_figure",
+    "select_figures", "show_reference_figure",
     "show_reference_provenance",
     # topic modules
     "StochasticDepth", "cutmix", "cutmix_boxes", "cutout", "l2", "mixup",

@@ -73,6 +73,25 @@ def confusion(labels, predicted, num_classes: int = 10) -> np.ndarray:
     return confusion_matrix(labels, predicted, labels=np.arange(num_classes))
 
 
+def confused_pairs(matrix, class_names, n: int | None = None) -> list[dict]:
+    """The most confused pairs of classes, both directions added (cat -> dog and dog -> cat), as rows.
+
+    Why: a confusion matrix says which mistakes a network makes; summing each pair's two off-diagonal
+    cells ranks the pairs it cannot tell apart. Rows: pair ("cat/dog", in class order), errors, and
+    share of all errors; most confused first, the first `n` (all pairs when None).
+    """
+    matrix = np.asarray(matrix)
+    errors = matrix.sum() - np.trace(matrix)
+    rows = []
+    for i in range(len(matrix)):
+        for j in range(i + 1, len(matrix)):
+            count = int(matrix[i, j] + matrix[j, i])
+            rows.append({"pair": f"{class_names[i]}/{class_names[j]}", "errors": count,
+                         "share of all errors": count / errors if errors else 0.0})
+    rows.sort(key=lambda r: -r["errors"])  # stable: ties stay in class order
+    return rows[:n] if n is not None else rows
+
+
 def class_report(labels, predicted, class_names) -> list[dict]:
     """Per-class precision, recall, F1 and support (scikit-learn's classification_report) as table rows,
     with the macro average last."""

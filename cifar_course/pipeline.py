@@ -110,12 +110,14 @@ AUGMENTATIONS = {
 
 def make_dataset(x, y, batch_size: int = 128, training: bool = False, augment=None, stats=None,
                  num_classes: int = 10, one_hot: bool = False, cache: bool = True, seed: int = 0,
-                 drop_remainder: bool | None = None):
+                 drop_remainder: bool | None = None, num_parallel_calls=tf.data.AUTOTUNE):
     """Build a batched tf.data pipeline of (float32 images, labels).
 
     training shuffles every epoch and (by default) drops the last partial batch; augment is a recipe
     name from AUGMENTATIONS or any function of a float image batch; stats = channel_stats(x_train)
     standardizes; one_hot gives (B, num_classes) float labels for losses that need them.
+    num_parallel_calls: batches prepared at once (AUTOTUNE lets tf.data choose; see
+    `measure_parallelism`).
     """
     if augment in AUGMENTATIONS:
         augment = AUGMENTATIONS[augment]
@@ -142,7 +144,7 @@ def make_dataset(x, y, batch_size: int = 128, training: bool = False, augment=No
             labels = tf.one_hot(labels, num_classes)
         return images, labels
 
-    return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return ds.map(prepare, num_parallel_calls=num_parallel_calls).prefetch(tf.data.AUTOTUNE)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -203,3 +205,31 @@ def measure_throughput(x, y, recipes=("affine", "padcrop"), batch_size: int = 64
             rows.append({"recipe": recipe, "loader": loader, "images/s": round(rate),
                          "speed-up": round(rate / base, 1)})
     return rows
+
+
+def measure_parallelism(x, y, settings=(1, 2, 4, "AUTOTUNE"), recipe: str = "affine", batch_size: int = 64,
+                        n_images: int = 6_400, repeats: int = 3) -> list[dict]:
+    """Images/s of make_dataset's augmenting pipeline for each `num_parallel_calls` setting, as rows.
+
+    Why: a PyTorch rule of thumb sets data-loader workers to twice the CPU cores; tf.data's equivalent is
+    the number of batches `map` prepares at once. Each setting is timed over `n_images` after a warm-up
+    epoch (which fills the cache); settings alternate `repeats` times and the best round of each counts.
+    `relative` is the rate over that of the first setting. "AUTOTUNE" (or tf.data.AUTOTUNE) lets tf.data
+    choose.
+    """
+    x, y = np.asarray(x), np.asarray(y).reshape(-1)
+    n_batches = max(1, n_images // batch_size)
+    pipes = {}
+    for setting in settings:
+        calls = tf.data.AUTOTUNE if setting in ("AUTOTUNE", tf.data.AUTOTUNE) else int(setting)
+        label = "AUTOTUNE" if calls == tf.data.AUTOTUNE else str(calls)
+        pipes[label] = iter(make_dataset(x, y, batch_size=batch_size, training=True, augment=recipe,
+                                         num_parallel_calls=calls).repeat())
+        _images_per_second(pipes[label], max(2, len(x) // batch_size))  # one epoch: fills the cache
+    best = dict.fromkeys(pipes, 0.0)
+    for _ in range(repeats):
+        for label, batches in pipes.items():
+            best[label] = max(best[label], _images_per_second(batches, n_batches))
+    first = next(iter(best.values()))
+    return [{"recipe": recipe, "num_parallel_calls": label, "images/s": round(rate),
+             "relative": round(rate / first, 2)} for label, rate in best.items()]

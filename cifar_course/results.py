@@ -184,6 +184,21 @@ def compare_with_reference(chapter: str, metrics: dict, profile=None, data_sourc
     return rows
 
 
+def select_figures(chapter: str, metrics: dict, data_source: str) -> tuple[dict, str]:
+    """The figures that prose about CIFAR-10 should quote, and which run they come from.
+
+    Why: a book built on the synthetic stand-in must not describe CIFAR-10 with the stand-in's numbers.
+    On real data: (metrics, "this run"). On synthetic data: the committed reference record's metrics
+    (NaN for a name it lacks) and "the reference run on real CIFAR-10".
+    """
+    if not data_source.startswith("synthetic"):
+        return dict(metrics), "this run"
+    ref = reference(chapter)
+    ref_metrics = ref["metrics"] if ref else {}
+    return ({k: ref_metrics.get(k, float("nan")) for k in metrics},
+            "the reference run on real CIFAR-10" if ref else "no reference run yet")
+
+
 # --- Reference figures and the results page --------------------------------------------------------
 
 REFERENCE_DATA = (

@@ -54,6 +54,27 @@ def test_confusion_and_report():
     assert rows[1]["recall"] == 0 and rows[0]["support"] == 2
 
 
+def test_confused_pairs_add_both_directions_and_rank_them():
+    matrix = np.array([[50, 1, 4], [3, 40, 0], [2, 0, 30]])
+    rows = cc.confused_pairs(matrix, ["a", "b", "c"])
+    assert [(r["pair"], r["errors"]) for r in rows] == [("a/c", 6), ("a/b", 4), ("b/c", 0)]
+    assert sum(r["share of all errors"] for r in rows) == pytest.approx(1.0)
+    assert len(cc.confused_pairs(matrix, ["a", "b", "c"], n=1)) == 1
+
+
+def test_calibration_bins_agree_with_scikit_learn():
+    from sklearn.calibration import calibration_curve
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(10) * 0.3, size=2000)
+    labels = rng.integers(0, 10, 2000)
+    correct = probs.argmax(1) == labels
+    accuracy, confidence = calibration_curve(correct, probs.max(1), n_bins=15, strategy="uniform")
+    full = [b for b in cc.calibration_bins(probs, labels, 15) if b["count"]]
+    np.testing.assert_allclose([b["accuracy"] for b in full], accuracy, atol=1e-9)
+    np.testing.assert_allclose([b["confidence"] for b in full], confidence, atol=1e-9)
+
+
 def test_evaluate_runs_over_a_dataset_with_one_hot_or_integer_labels():
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))

@@ -96,6 +96,14 @@ def test_baseline_parameter_count_follows_from_its_layers():
     assert model.layers[-2].output_shape == (None, 64)
 
 
+def test_baseline_with_batchnorm_keeps_its_shapes_and_trades_biases_for_batchnorm():
+    plain, with_bn = build_baseline_cnn(), build_baseline_cnn(batchnorm=True)
+    conv_biases = 32 + 64 + 64
+    assert with_bn.count_params() == plain.count_params() - conv_biases + 4 * conv_biases
+    assert sum(isinstance(layer, tf.keras.layers.BatchNormalization) for layer in with_bn.layers) == 3
+    assert with_bn.output_shape == plain.output_shape == (None, 10)
+
+
 def _bn(c):
     return 4 * c  # gamma, beta, moving mean, moving variance
 

@@ -110,6 +110,18 @@ def test_image_data_generator_equivalents_and_throughput_rows(images):
     assert rows[0]["speed-up"] == 1.0 and all(r["images/s"] > 0 for r in rows)
 
 
+def test_measure_parallelism_times_each_setting_of_the_same_pipeline(images):
+    x, y = images
+    rows = cc.measure_parallelism(x, y, settings=(1, 2, "AUTOTUNE"), recipe="padcrop", batch_size=16,
+                                  n_images=32, repeats=1)
+    assert [r["num_parallel_calls"] for r in rows] == ["1", "2", "AUTOTUNE"]
+    assert rows[0]["relative"] == 1.0 and all(r["images/s"] > 0 for r in rows)
+    # The setting changes how batches are prepared, never what they hold (without augmentation).
+    one = [b[0].numpy() for b in cc.make_dataset(x, y, batch_size=16, num_parallel_calls=1)]
+    auto = [b[0].numpy() for b in cc.make_dataset(x, y, batch_size=16)]
+    np.testing.assert_array_equal(np.concatenate(one), np.concatenate(auto))
+
+
 def test_pad_crop_without_flip_only_shifts():
     x = tf.constant(np.random.default_rng(1).normal(size=(16, 8, 8, 3)), tf.float32)
     out = cc.pad_crop_flip(x, pad=0, flip=False)

@@ -45,6 +45,20 @@ def test_compare_with_reference(tmp_path, monkeypatch):
     assert records[0]["origin"] == "reference" and cc.results_table(records)[0]["data"] == "cifar10 image folder"
 
 
+def test_select_figures_quotes_the_reference_for_synthetic_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "REFERENCE_DIR", tmp_path / "ref")
+    (tmp_path / "ref").mkdir()
+    figures, which = cc.select_figures("99_demo", {"acc": 0.9}, "cifar10 image folder")
+    assert figures == {"acc": 0.9} and which == "this run"
+    figures, which = cc.select_figures("99_demo", {"acc": 0.9}, "synthetic (seed=0)")
+    assert which == "no reference run yet" and figures["acc"] != figures["acc"]  # NaN
+    monkeypatch.setenv("CIFAR_COURSE_RESULTS", str(tmp_path / "ref"))
+    cc.record("99_demo", {"acc": 0.71}, "cifar10 image folder", 60, profile=cc.profile("quick"))
+    figures, which = cc.select_figures("99_demo", {"acc": 0.9, "new": 1}, "synthetic (seed=0)")
+    assert figures["acc"] == 0.71 and figures["new"] != figures["new"]
+    assert which == "the reference run on real CIFAR-10"
+
+
 def test_load_results_with_nothing_recorded(tmp_path):
     assert cc.load_results(tmp_path / "none") == [] and cc.results_table([]) == []
 
