@@ -16,7 +16,10 @@ PROFILE ?= smoke
 TEST_WORKERS ?= 2
 # A hung kernel or subprocess fails its test, named, after this many seconds (pytest-timeout) instead of
 # using up CI's time; each chapter cell is a test, also bounded by nbval's --nbval-cell-timeout.
+# Files start costliest first (conftest.py's SMOKE_COST; --no-loadscope-reorder keeps that order).
 TEST_TIMEOUT ?= 1000
+# More pytest options; the default lists the slowest tests, so CI's log shows where its time goes.
+TEST_ARGS ?= --durations=25
 BOOK ?= .
 LAB_PORT ?= 8888
 LAB_ARGS ?=
@@ -34,7 +37,8 @@ $(BIN)/.synced: pyproject.toml uv.lock tools/bootstrap.sh
 
 test: $(BIN)/.synced
 	CIFAR_COURSE_PROFILE=smoke $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile \
-	  --timeout=$(TEST_TIMEOUT) --nbval-lax --nbval-cell-timeout=900 tests chapters
+	  --no-loadscope-reorder --timeout=$(TEST_TIMEOUT) --nbval-lax --nbval-cell-timeout=900 $(TEST_ARGS) \
+	  tests chapters
 
 # Each profile and data source executes into its own jupyter-cache (tools/book_config.py), so a build
 # never publishes another profile's outputs; then no page may show TensorFlow's start-up log.

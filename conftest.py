@@ -21,6 +21,12 @@ NOTEBOOK_DIR = ROOT / "_build" / "nbval"
 os.environ.setdefault("CIFAR_COURSE_PROFILE", "smoke")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("JUPYTER_PREFER_ENV_PATH", "1")  # .venv's kernels before ~/.local/share/jupyter's
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    # Each xdist worker, and the kernels and subprocesses it starts, gets its share of the cores for
+    # TensorFlow's per-op threads: by default every process sizes its pool to all cores, so CI's two
+    # workers on two cores would each run two threads and keep preempting each other.
+    share = len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(max(1, share)))
 COURSE_KERNEL = "cifar-course"
 
 
@@ -58,3 +64,27 @@ def pytest_collect_file(file_path, parent):
     os.replace(tmp.name, notebook)
     return IPyNbFile.from_parent(parent, path=notebook)
 
+
+# What each file costs `make test` in seconds (setup + call + teardown of all its tests, each chapter
+# cell being one test), measured with --durations=0 on CI's kind of machine (2 cores, 2 workers). Only
+# the order matters: with --dist loadfile a file runs whole on one worker, so the costliest start first
+# and the two workers finish together instead of one waiting for a long file picked up last (the
+# Makefile passes --no-loadscope-reorder, else xdist orders files by their number of tests). A file not
+# listed counts as UNLISTED_COST. Re-measure when a file's cost changes a lot: `make test
+# TEST_ARGS=--durations=0`, then sum each file's lines.
+SMOKE_COST = {
+    "04_regularization": 410, "08_shortcuts_robustness": 271, "test_compress": 186,
+    "13_federated": 161, "03_residual_attention": 160, "06_troubleshooting": 136, "11_simclr": 130,
+    "09_lightweighting": 130, "test_robustness": 116, "12_distillation": 110, "test_results": 105,
+    "test_flagship": 103, "test_federated": 100, "07_gradcam": 86, "05_evaluation": 80,
+    "10_deployment": 78, "test_gradcam": 69, "01_data": 61, "test_book_cache": 54, "test_train": 47,
+    "test_models": 47, "14_next_steps": 45, "02_baseline_cnn": 35, "test_synthetic": 35,
+    "test_bootstrap": 31, "test_exercises_student_edition": 26, "test_simclr": 26, "test_lab": 24,
+    "test_exercises": 16, "test_imports": 13, "test_serve_slim": 13, "test_serve": 12,
+}
+UNLISTED_COST = 20
+
+
+def pytest_collection_modifyitems(items):
+    # A stable sort: each file's tests stay together and in their order.
+    items.sort(key=lambda item: -SMOKE_COST.get(item.path.stem, UNLISTED_COST))
