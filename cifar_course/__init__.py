@@ -139,7 +139,10 @@ if not SERVING_ONLY:
         knn_accuracy, label_fraction, linear_eval, make_views_dataset, npairs_loss, nt_xent_loss,
         simclr_augment,
     )
-    from .distill import Distiller, distillation_loss, soft_targets  # noqa: E402
+    from .distill import (  # noqa: E402
+        Distiller, compare_with_teacher, distillation_loss, fit_student, logits_model, make_distillation_dataset,
+        soft_targets, teacher_logits,
+    )
     from . import federated  # noqa: E402  (used as cc.federated; TFF is imported only when a function needs it)
     from . import exercises  # noqa: E402  (used as cc.exercises.check_...)
 
@@ -188,6 +191,8 @@ __all__ = _SERVING_NAMES if SERVING_ONLY else _SERVING_NAMES + [
     "KNNMonitor", "SimCLR", "build_classifier", "build_projection_head", "encoder_from",
     "extract_features", "knn_accuracy", "label_fraction", "linear_eval", "make_views_dataset",
     "npairs_loss", "nt_xent_loss", "simclr_augment",
-    "Distiller", "distillation_loss", "soft_targets",
+    "Distiller", "compare_with_teacher", "distillation_loss", "fit_student", "logits_model",
+    "make_distillation_dataset", "soft_targets",
+    "teacher_logits",
     "federated", "exercises",
 ]
