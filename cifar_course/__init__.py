@@ -93,7 +93,7 @@ if not SERVING_ONLY:
     )
     from .train import (  # noqa: E402
         FULL_PROFILE_TARGETS, Progress, distribution_strategy, make_callbacks, make_loss, outputs_probabilities,
-        resnet_recipe, train_model, use_mixed_precision,
+        resnet_recipe, train_model, training_speed, use_mixed_precision,
     )
     from .flagship import (  # noqa: E402
         FLAGSHIP_15_MINUTES, FLAGSHIP_SGD, EpochEval, Lookahead, PartialIdentity, build_flagship,
@@ -165,7 +165,7 @@ __all__ = _SERVING_NAMES if SERVING_ONLY else _SERVING_NAMES + [
     "SCHEDULES", "make_schedule", "schedule_values",
     "OPTIMIZERS", "Muon", "SGDScaledBiases", "current_learning_rate", "make_optimizer", "orthogonalize",
     "FULL_PROFILE_TARGETS", "Progress", "distribution_strategy", "make_callbacks", "make_loss",
-    "outputs_probabilities", "resnet_recipe", "train_model", "use_mixed_precision",
+    "outputs_probabilities", "resnet_recipe", "train_model", "training_speed", "use_mixed_precision",
     "FLAGSHIP_15_MINUTES", "FLAGSHIP_SGD", "EpochEval", "Lookahead", "PartialIdentity", "build_flagship",
     "flagship_recipe", "init_whitening", "make_alternating_flip_dataset", "predict_tta", "train_flagship",
     # evaluate, plots, tables, results
