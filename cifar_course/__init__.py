@@ -141,6 +141,7 @@ if not SERVING_ONLY:
     )
     from .distill import (  # noqa: E402
         Distiller, compare_with_teacher, distillation_loss, fit_student, logits_model, make_distillation_dataset,
+        plot_students,
         soft_targets, teacher_logits,
     )
     from . import federated  # noqa: E402  (used as cc.federated; TFF is imported only when a function needs it)
@@ -191,7 +192,7 @@ __all__ = _SERVING_NAMES if SERVING_ONLY else _SERVING_NAMES + [
     "KNNMonitor", "SimCLR", "build_classifier", "build_projection_head", "encoder_from",
     "extract_features", "knn_accuracy", "label_fraction", "linear_eval", "make_views_dataset",
     "npairs_loss", "nt_xent_loss", "simclr_augment",
-    "Distiller", "compare_with_teacher", "distillation_loss", "fit_student", "logits_model",
+    "Distiller", "compare_with_teacher", "distillation_loss", "fit_student", "logits_model", "plot_students",
     "make_distillation_dataset", "soft_targets",
     "teacher_logits",
     "federated", "exercises",

@@ -198,6 +198,33 @@ def compare_with_teacher(student, x, y, teacher_test_logits, stats=None, tempera
             "kl": float(distillation_loss(teacher_test_logits, logits, temperature))}
 
 
+def plot_students(scratch: dict, distilled: dict, by_temperature: dict, temperature: float):
+    """Two panels: test accuracy per seed, scratch against distilled (`scratch`, `distilled`: seed ->
+    accuracy), and the distilled student against temperature (`by_temperature`: T -> accuracy, one seed)
+    beside the scratch students' mean and range. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    seeds = sorted(scratch)
+    left.plot(seeds, [scratch[s] for s in seeds], "o--", color="grey", label="from scratch")
+    left.plot(seeds, [distilled[s] for s in seeds], "o-", color="C0", label=f"distilled, T = {temperature:g}")
+    left.set_xticks(seeds)
+    left.set_xlabel("seed (initial weights and batch order)")
+    left.set_ylabel("test accuracy")
+    left.legend(fontsize=8)
+    temps = sorted(by_temperature)
+    values = np.array(list(scratch.values()))
+    right.axhspan(values.min(), values.max(), color="grey", alpha=0.25, label="from scratch (range)")
+    right.axhline(values.mean(), color="grey", linestyle="--", label="from scratch (mean)")
+    right.plot(temps, [by_temperature[t] for t in temps], "o-", color="C0", label="distilled")
+    right.set_xscale("log", base=2)
+    right.set_xticks(temps, [f"{t:g}" for t in temps])
+    right.set_xlabel("temperature T")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def _unpack(data):
     """(images, labels) or (images, labels, teacher logits) -> three, the last None when absent."""
     if len(data) == 3:

@@ -8,7 +8,7 @@ from tensorflow import keras
 
 from cifar_course.distill import (
     Distiller, compare_with_teacher, distillation_loss, fit_student, logits_model,
-    make_distillation_dataset, teacher_logits,
+    make_distillation_dataset, plot_students, teacher_logits,
 )
 
 
@@ -172,3 +172,13 @@ def test_compare_with_teacher():
     assert same["accuracy"] == same["agreement"] == 1.0 and same["kl"] == pytest.approx(0, abs=1e-5)
     other = compare_with_teacher(model, x, (y + 1) % 10, teacher_logits(tiny_image_model(6), x, mirror=False))
     assert other["accuracy"] == 0.0 and other["kl"] > 0.01
+
+
+def test_plot_students_draws_both_panels():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = plot_students({0: 0.5, 1: 0.52}, {0: 0.55, 1: 0.56}, {1.0: 0.53, 4.0: 0.55}, 4.0)
+    left, right = fig.axes
+    assert len(left.lines) == 2 and len(right.lines) == 2  # scratch mean line + distilled curve
+    assert right.get_xscale() == "log"
