@@ -93,7 +93,7 @@ if not SERVING_ONLY:
     )
     from .train import (  # noqa: E402
         FULL_PROFILE_TARGETS, Progress, distribution_strategy, make_callbacks, make_loss, outputs_probabilities,
-        resnet_recipe, train_model, use_mixed_precision,
+        resnet_recipe, train_model, training_speed, use_mixed_precision,
     )
     from .flagship import (  # noqa: E402
         FLAGSHIP_15_MINUTES, FLAGSHIP_SGD, EpochEval, Lookahead, PartialIdentity, build_flagship,
@@ -139,7 +139,11 @@ if not SERVING_ONLY:
         knn_accuracy, label_fraction, linear_eval, make_views_dataset, npairs_loss, nt_xent_loss,
         simclr_augment,
     )
-    from .distill import Distiller, distillation_loss, soft_targets  # noqa: E402
+    from .distill import (  # noqa: E402
+        Distiller, compare_with_teacher, distillation_loss, fit_student, logits_model, make_distillation_dataset,
+        plot_students,
+        soft_targets, teacher_logits,
+    )
     from . import federated  # noqa: E402  (used as cc.federated; TFF is imported only when a function needs it)
     from . import exercises  # noqa: E402  (used as cc.exercises.check_...)
 
@@ -162,7 +166,7 @@ __all__ = _SERVING_NAMES if SERVING_ONLY else _SERVING_NAMES + [
     "SCHEDULES", "make_schedule", "schedule_values",
     "OPTIMIZERS", "Muon", "SGDScaledBiases", "current_learning_rate", "make_optimizer", "orthogonalize",
     "FULL_PROFILE_TARGETS", "Progress", "distribution_strategy", "make_callbacks", "make_loss",
-    "outputs_probabilities", "resnet_recipe", "train_model", "use_mixed_precision",
+    "outputs_probabilities", "resnet_recipe", "train_model", "training_speed", "use_mixed_precision",
     "FLAGSHIP_15_MINUTES", "FLAGSHIP_SGD", "EpochEval", "Lookahead", "PartialIdentity", "build_flagship",
     "flagship_recipe", "init_whitening", "make_alternating_flip_dataset", "predict_tta", "train_flagship",
     # evaluate, plots, tables, results
@@ -189,6 +193,8 @@ __all__ = _SERVING_NAMES if SERVING_ONLY else _SERVING_NAMES + [
     "KNNMonitor", "SimCLR", "build_classifier", "build_projection_head", "encoder_from",
     "extract_features", "knn_accuracy", "label_fraction", "linear_eval", "make_views_dataset",
     "npairs_loss", "nt_xent_loss", "simclr_augment",
-    "Distiller", "distillation_loss", "soft_targets",
+    "Distiller", "compare_with_teacher", "distillation_loss", "fit_student", "logits_model", "plot_students",
+    "make_distillation_dataset", "soft_targets",
+    "teacher_logits",
     "federated", "exercises",
 ]

@@ -1,11 +1,15 @@
-"""Distillation: the loss against a hand computation, alpha=1 is plain cross-entropy, the teacher is frozen."""
+"""Distillation: the loss against a hand computation, alpha=1 is plain cross-entropy, the teacher is frozen,
+precomputed teacher logits follow the flip of their image."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow import keras
 
-from cifar_course.distill import Distiller, distillation_loss
+from cifar_course.distill import (
+    Distiller, compare_with_teacher, distillation_loss, fit_student, logits_model,
+    make_distillation_dataset, plot_students, teacher_logits,
+)
 
 
 def softmax(z):
@@ -68,3 +72,113 @@ def test_bad_settings_are_refused():
         d.compile(alpha=1.5)
     with pytest.raises(ValueError, match="temperature"):
         d.compile(temperature=0)
+
+
+def tiny_image_model(seed, softmax=False):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(3, 3, padding="same")(inputs)
+    x = keras.layers.Dense(10)(keras.layers.Flatten()(x))
+    if softmax:
+        x = keras.layers.Activation("softmax")(x)
+    return keras.Model(inputs, x)
+
+
+def test_logits_model_drops_only_a_softmax():
+    with_softmax, plain = tiny_image_model(0, softmax=True), tiny_image_model(0)
+    assert logits_model(plain) is plain
+    x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype("uint8")
+    logits = teacher_logits(with_softmax, x, mirror=False)
+    assert logits.shape == (4, 10)
+    np.testing.assert_allclose(softmax(logits), with_softmax.predict(x / 255.0, verbose=0), rtol=1e-4,
+                               atol=1e-6)
+
+
+def test_teacher_logits_of_mirror_images():
+    model = tiny_image_model(1)
+    x = np.random.default_rng(1).integers(0, 256, (3, 32, 32, 3)).astype("uint8")
+    both = teacher_logits(model, x, batch_size=2)
+    assert both.shape == (3, 2, 10) and both.dtype == np.float32
+    np.testing.assert_allclose(both[:, 1], teacher_logits(model, x[:, :, ::-1], mirror=False), rtol=1e-5)
+    assert not np.allclose(both[:, 0], both[:, 1])
+
+
+def test_distillation_dataset_flips_targets_with_images():
+    # Bright left half, dark right half; the "teacher" says class 0 for that view, class 1 mirrored.
+    n = 64
+    x = np.zeros((n, 32, 32, 3), "uint8")
+    x[:, :, :16] = 255
+    y = np.arange(n) % 10
+    logits = np.zeros((n, 2, 10), "float32")
+    logits[:, 0, 0] = logits[:, 1, 1] = 5.0
+    ds = make_distillation_dataset(x, y, logits, batch_size=16, pad=0, seed=0)
+    seen = set()
+    for images, labels, targets in ds:
+        left_bright = images.numpy()[:, :, :16].mean(axis=(1, 2, 3)) > images.numpy()[:, :, 16:].mean(
+            axis=(1, 2, 3))
+        np.testing.assert_array_equal(targets.numpy().argmax(1), np.where(left_bright, 0, 1))
+        seen |= set(left_bright.tolist())
+        assert labels.shape == (16,)
+    assert seen == {True, False}  # both orientations occur
+    with pytest.raises(ValueError, match="logits"):
+        make_distillation_dataset(x, y, logits[:, 0], batch_size=16)
+
+
+def test_precomputed_logits_give_the_online_loss():
+    student, teacher = tiny(0, "student"), tiny(1, "teacher")
+    x = np.random.default_rng(2).normal(size=(8, 4)).astype("float32")
+    y = np.arange(8) % 3
+    online = Distiller(student, teacher)
+    online.compile(alpha=0.2, temperature=3.0)
+    offline = Distiller(student)
+    offline.compile(alpha=0.2, temperature=3.0)
+    expected, *_ = online.compute_losses(x, y)
+    total, *_ = offline.compute_losses(x, y, teacher(x))
+    assert float(total) == pytest.approx(float(expected), rel=1e-6)
+    with pytest.raises(ValueError, match="no teacher"):
+        offline.compute_losses(x, y)
+    # fit on (images, labels, logits) batches; evaluate on plain (images, labels)
+    ds = tf.data.Dataset.from_tensor_slices((x, y, teacher(x).numpy())).batch(4)
+    before = [w.copy() for w in student.get_weights()]
+    offline.fit(ds, epochs=1, verbose=0)
+    assert any(not np.allclose(a, b) for a, b in zip(before, student.get_weights()))
+    assert "accuracy" in offline.evaluate(x, y, verbose=0, return_dict=True)
+
+
+def test_fit_student_scratch_and_distilled_differ_only_in_the_loss():
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, (64, 32, 32, 3)).astype("uint8")
+    y = np.arange(64) % 10
+    logits_a = rng.normal(size=(64, 2, 10)).astype("float32")
+    logits_b = rng.normal(size=(64, 2, 10)).astype("float32")
+
+    def fit(logits, alpha):
+        kd = fit_student(lambda: tiny_image_model(0), x, y, logits, epochs=2, alpha=alpha, batch_size=16,
+                         seed=4)
+        return kd.student.get_weights()
+
+    # alpha = 1: the teacher's logits have weight 0, so two different teachers give the same student
+    for a, b in zip(fit(logits_a, 1.0), fit(logits_b, 1.0)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert any(not np.allclose(a, b) for a, b in zip(fit(logits_a, 1.0), fit(logits_a, 0.5)))
+
+
+def test_compare_with_teacher():
+    model = tiny_image_model(5)
+    x = np.random.default_rng(5).integers(0, 256, (20, 32, 32, 3)).astype("uint8")
+    own = teacher_logits(model, x, mirror=False)
+    y = own.argmax(1)
+    same = compare_with_teacher(model, x, y, own)
+    assert same["accuracy"] == same["agreement"] == 1.0 and same["kl"] == pytest.approx(0, abs=1e-5)
+    other = compare_with_teacher(model, x, (y + 1) % 10, teacher_logits(tiny_image_model(6), x, mirror=False))
+    assert other["accuracy"] == 0.0 and other["kl"] > 0.01
+
+
+def test_plot_students_draws_both_panels():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = plot_students({0: 0.5, 1: 0.52}, {0: 0.55, 1: 0.56}, {1.0: 0.53, 4.0: 0.55}, 4.0)
+    left, right = fig.axes
+    assert len(left.lines) == 2 and len(right.lines) == 2  # scratch mean line + distilled curve
+    assert right.get_xscale() == "log"

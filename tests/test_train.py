@@ -188,6 +188,13 @@ def test_train_rejects_bad_input(tiny_data):
 # Mixed precision, strategies, the ResNet recipe
 
 
+def test_training_speed_per_policy_restores_float32():
+    speed = cc.training_speed(lambda: cc.build_small_cnn(width=4), "mixed_bfloat16", batch_size=8, steps=1)
+    assert speed > 0 and keras.mixed_precision.global_policy().name == "float32"
+    with pytest.raises(ValueError):
+        cc.training_speed(lambda: cc.build_small_cnn(width=4), "no_such_policy", batch_size=8, steps=1)
+    assert keras.mixed_precision.global_policy().name == "float32"
+
 def test_mixed_precision_switch_keeps_float32_outputs():
     try:
         assert cc.use_mixed_precision() == "mixed_float16"
