@@ -130,7 +130,7 @@ def reference(chapter: str, profile="quick") -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def reference_runtime(profile="quick") -> dict:
+def reference_sweep_time(profile="quick") -> dict:
     """How long the committed reference runs of the chapters took, summed: what publishing the book on
     real data (`make book-publish`) spends executing chapters. Returns the total in seconds, the number
     of chapter records, the CPU models they ran on, and the recording chapters that lack a record or a time."""

@@ -175,7 +175,7 @@ def test_chapter_summary_sets_your_run_beside_the_reference():
     assert all(line.count("|") == 4 for line in table_lines)   # three columns: fits the page
 
 
-def test_reference_runtime_sums_the_recording_chapters_and_names_the_missing(tmp_path, monkeypatch):
+def test_reference_sweep_time_sums_the_recording_chapters_and_names_the_missing(tmp_path, monkeypatch):
     chapters = tmp_path / "chapters"
     chapters.mkdir()
     (chapters / "01_a.md").write_text("cc.record('01_a', ...)")
@@ -186,10 +186,10 @@ def test_reference_runtime_sums_the_recording_chapters_and_names_the_missing(tmp
     (tmp_path / "ref" / "quick").mkdir(parents=True)
     rec = {"wall_time_s": 90.5, "hardware": {"cpu": "Some CPU", "cores": 2}}
     (tmp_path / "ref" / "quick" / "01_a.json").write_text(json.dumps(rec))
-    assert cc.reference_runtime("quick") == {"seconds": 90.5, "chapters": 1, "cpus": ["Some CPU x2"],
+    assert cc.reference_sweep_time("quick") == {"seconds": 90.5, "chapters": 1, "cpus": ["Some CPU x2"],
                                              "missing": ["02_b"]}
 
 
 def test_the_committed_references_time_every_recording_chapter():
-    runtime = cc.reference_runtime("quick")
+    runtime = cc.reference_sweep_time("quick")
     assert runtime["missing"] == [] and runtime["chapters"] >= 13 and runtime["seconds"] > 60
