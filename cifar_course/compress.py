@@ -313,6 +313,19 @@ def time_tflite(model, x, batch_size: int = 1, repeats: int = 50, warmup: int = 
     return {"latency_ms": 1000 * median, "throughput_ips": batch_size / median}
 
 
+def paired_latency(models: dict, x, batch_size: int = 1, repeats: int = 50, rounds: int = 3,
+                   num_threads: int | None = 1) -> dict:
+    """Median latency (ms per call at `batch_size`) of each {name: tflite bytes}, timed in turns: every
+    round times each model once, so a change in machine load between models hits all of them alike.
+    Returns {name: median over rounds of each round's median}; for comparisons of a few percent."""
+    runners = {name: TFLiteModel(content, num_threads) for name, content in models.items()}
+    times = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, runner in runners.items():
+            times[name].append(time_tflite(runner, x, batch_size, repeats)["latency_ms"])
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
 def file_sizes(content) -> dict:
     """Size in bytes of a model file (bytes or a path), raw and gzipped (level 9): the gzipped size is
     what pruning shrinks, since runs of zeros compress and a dense float file barely does."""

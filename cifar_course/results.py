@@ -130,6 +130,27 @@ def reference(chapter: str, profile="quick") -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def format_duration(seconds: float) -> str:
+    """A wall time as a reader says it: "45 s" under 90 seconds, else "3.5 minutes"."""
+    seconds = float(seconds)
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} minutes"
+
+
+def reference_runtime(chapter: str, profile="quick") -> str:
+    """How long the chapter's committed reference run took, with its machine, for the chapter's Runtime
+    line (so the runtime a chapter states is measured, not typed); says so when there is none."""
+    try:
+        rec = reference(chapter, profile)
+    except FileNotFoundError:
+        rec = None
+    name = config.resolve(profile).name
+    if rec is None or rec.get("wall_time_s") is None:
+        return f"not measured yet (no {name}-profile reference run is committed)"
+    hw = rec["hardware"]
+    return (f"{format_duration(rec['wall_time_s'])} in the reference run ({name} profile, real CIFAR-10, "
+            f"{hw['cpu']}, {hw['cores']} cores, {rec['date'][:10]})")
+
+
 def results_table(records=None):
     """A pandas-free table (list of rows) of every record's metrics, for the results page."""
     rows = []

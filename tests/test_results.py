@@ -154,3 +154,15 @@ def test_chapter_summary_sets_your_run_beside_the_reference():
     assert "train_time_s" not in page   # only the headline figures
     table_lines = [line for line in page.splitlines() if line.startswith("|")]
     assert all(line.count("|") == 4 for line in table_lines)   # three columns: fits the page
+
+
+def test_reference_runtime_reads_the_record_or_says_there_is_none(tmp_path, monkeypatch):
+    monkeypatch.setenv(results.REFERENCES_ENV, str(tmp_path))
+    (tmp_path / "quick").mkdir()
+    assert cc.reference_runtime("07_gradcam").startswith("not measured yet")
+    record = {"chapter": "07_gradcam", "wall_time_s": 306.9, "date": "2026-11-23T11:09:21+00:00",
+              "hardware": {"cpu": "AMD EPYC", "cores": 2, "gpus": []}}
+    (tmp_path / "quick" / "07_gradcam.json").write_text(json.dumps(record))
+    assert cc.reference_runtime("07_gradcam") == (
+        "5.1 minutes in the reference run (quick profile, real CIFAR-10, AMD EPYC, 2 cores, 2026-11-23)")
+    assert cc.format_duration(42.4) == "42 s"
