@@ -109,9 +109,9 @@ if not SERVING_ONLY:
     )
     from .tables import markdown_table, show_table  # noqa: E402
     from .results import (  # noqa: E402
-        REFERENCE_DATA, chapter_summary, compare_with_reference, load_results, promote_results, record,
-        reference, reference_figure, reference_sweep_time, results_table, save_figure, select_figures,
-        show_reference_figure, show_reference_provenance,
+        REFERENCE_DATA, chapter_summary, compare_with_reference, format_duration, load_results,
+        promote_results, record, reference, reference_figure, reference_runtime, reference_sweep_time,
+        results_table, save_figure, select_figures, show_reference_figure, show_reference_provenance,
     )
 
     # ------------------------------------------------------------------------------------------------
@@ -128,8 +128,8 @@ if not SERVING_ONLY:
     )
     from .compress import (  # noqa: E402
         build_pruned_model, build_qat_model, compare_tflite, count_cost, evaluate_tflite,
-        file_sizes, keras_tflite_gap, pruning_callbacks, pruning_steps, representative_dataset, sparsity,
-        strip_pruning, time_tflite, to_tflite,
+        file_sizes, keras_tflite_gap, paired_latency, pruning_callbacks, pruning_steps,
+        representative_dataset, sparsity, strip_pruning, time_tflite, to_tflite,
     )
     from .export import (  # noqa: E402
         export_for_serving, export_gap, export_onnx, export_saved_model, export_tflite,
@@ -176,8 +176,8 @@ __all__ = _SERVING_NAMES if SERVING_ONLY else _SERVING_NAMES + [
     "plot_mistakes", "plot_reliability", "plot_schedule",
     "markdown_table", "show_table",
     "REFERENCE_DATA", "chapter_summary", "compare_with_reference", "load_results", "promote_results",
-    "record", "reference", "reference_figure", "reference_sweep_time", "results_table", "save_figure",
-    "select_figures", "show_reference_figure",
+    "record", "reference", "reference_figure", "reference_runtime", "reference_sweep_time",
+    "results_table", "save_figure", "select_figures", "show_reference_figure", "format_duration",
     "show_reference_provenance",
     # topic modules
     "StochasticDepth", "cutmix", "cutmix_boxes", "cutout", "l2", "mixup",
@@ -188,7 +188,7 @@ __all__ = _SERVING_NAMES if SERVING_ONLY else _SERVING_NAMES + [
     "robust_accuracy",
     "build_pruned_model", "build_qat_model", "compare_tflite", "count_cost",
     "evaluate_tflite", "file_sizes", "keras_tflite_gap", "pruning_callbacks", "pruning_steps",
-    "representative_dataset", "sparsity", "strip_pruning", "time_tflite", "to_tflite",
+    "representative_dataset", "sparsity", "strip_pruning", "time_tflite", "to_tflite", "paired_latency",
     "export_for_serving", "export_gap", "export_onnx", "export_saved_model", "export_tflite",
     "KNNMonitor", "SimCLR", "build_classifier", "build_projection_head", "encoder_from",
     "extract_features", "knn_accuracy", "label_fraction", "linear_eval", "make_views_dataset",

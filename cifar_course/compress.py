@@ -12,6 +12,7 @@ variant is evaluated, timed and served by the same code.
 from __future__ import annotations
 
 import gzip
+import os
 import time
 from pathlib import Path
 
@@ -248,8 +249,8 @@ def to_tflite(model, mode: str = "float32", representative_data=None, path=None,
               sparse: bool = False) -> bytes:
     """Convert a Keras model to a TFLite flatbuffer (returned as bytes, also written to `path`).
 
-    mode: "float32" (no quantization); "dynamic" (weights stored as int8, activations float: no data
-    needed); "int8" (weights and activations int8, ranges calibrated on `representative_data`, a few
+    mode: "float32" (no quantization); "dynamic" (weights stored as int8, no data needed; TFLite's hybrid
+    kernels quantize each layer's float input on the fly and return float); "int8" (weights and activations int8, ranges calibrated on `representative_data`, a few
     hundred standardized training images or a generator from `representative_dataset`). A model made by
     `build_qat_model` carries its own ranges: use mode="int8" with no data.
     Inputs and outputs stay float32 so every variant is called the same way.
@@ -313,6 +314,19 @@ def time_tflite(model, x, batch_size: int = 1, repeats: int = 50, warmup: int = 
     return {"latency_ms": 1000 * median, "throughput_ips": batch_size / median}
 
 
+def paired_latency(models: dict, x, batch_size: int = 1, repeats: int = 50, rounds: int = 3,
+                   num_threads: int | None = 1) -> dict:
+    """Median latency (ms per call at `batch_size`) of each {name: tflite bytes}, timed in turns: every
+    round times each model once, so a change in machine load between models hits all of them alike.
+    Returns {name: median over rounds of each round's median}; for comparisons of a few percent."""
+    runners = {name: TFLiteModel(content, num_threads) for name, content in models.items()}
+    times = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, runner in runners.items():
+            times[name].append(time_tflite(runner, x, batch_size, repeats)["latency_ms"])
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
 def file_sizes(content) -> dict:
     """Size in bytes of a model file (bytes or a path), raw and gzipped (level 9): the gzipped size is
     what pruning shrinks, since runs of zeros compress and a dense float file barely does."""
@@ -326,11 +340,15 @@ def file_sizes(content) -> dict:
 
 
 def compare_tflite(models: dict, x, y, timing_images=None, baseline: str | None = None,
-                   repeats: int = 50, num_threads: int | None = 1) -> list[dict]:
+                   repeats: int = 50, num_threads: int | None = 1,
+                   eval_threads: int | None = None) -> list[dict]:
     """The comparison table: one row per {name: tflite bytes} with size raw and gzipped (KB), accuracy
     on (x, y), latency at batch 1 (ms), throughput at batch 32 (images/s), and each as a ratio to the
-    `baseline` row (default: the first). All timed in this one process, one after the other."""
+    `baseline` row (default: the first). All timed in this one process, one after the other, on
+    `num_threads`; the accuracy pass uses `eval_threads` (default: every core), which changes only how
+    long it takes."""
     timing_images = x if timing_images is None else timing_images
+    eval_threads = eval_threads or os.cpu_count() or 1
     rows = []
     for name, content in models.items():
         runner = TFLiteModel(content, num_threads)
@@ -339,7 +357,7 @@ def compare_tflite(models: dict, x, y, timing_images=None, baseline: str | None 
             "model": name,
             "size_kb": sizes["raw_bytes"] / 1024,
             "gzip_kb": sizes["gzip_bytes"] / 1024,
-            "accuracy": evaluate_tflite(runner, x, y),
+            "accuracy": evaluate_tflite(content, x, y, num_threads=eval_threads),
             "latency_b1_ms": time_tflite(runner, timing_images, 1, repeats)["latency_ms"],
             "throughput_b32_ips": time_tflite(runner, timing_images, 32, max(5, repeats // 5))["throughput_ips"],
         })

@@ -133,7 +133,7 @@ def reference(chapter: str, profile="quick") -> dict | None:
 def reference_sweep_time(profile="quick") -> dict:
     """How long the committed reference runs of the chapters took, summed: what publishing the book on
     real data (`make book-publish`) spends executing chapters. Returns the total in seconds, the number
-    of chapter records, the CPU models they ran on, and the recording chapters that lack a record or a time."""
+    of chapter records, the CPU models they ran on, and the recording chapters lacking a record or time."""
     folder = reference_dir() / config.resolve(profile).name
     chapters = sorted(p.stem for p in (REPO_ROOT / "chapters").glob("[0-9][0-9]_*.md")
                       if "cc.record(" in p.read_text())  # the chapters that train and keep a record
@@ -148,6 +148,27 @@ def reference_sweep_time(profile="quick") -> dict:
         cpus.add(f"{rec['hardware']['cpu']} x{rec['hardware']['cores']}")
     return {"seconds": total, "chapters": len(chapters) - len(missing), "cpus": sorted(cpus),
             "missing": missing}
+
+
+def format_duration(seconds: float) -> str:
+    """A wall time as a reader says it: "45 s" under 90 seconds, else "3.5 minutes"."""
+    seconds = float(seconds)
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} minutes"
+
+
+def reference_runtime(chapter: str, profile="quick") -> str:
+    """How long the chapter's committed reference run took, with its machine, for the chapter's Runtime
+    line (so the runtime a chapter states is measured, not typed); says so when there is none."""
+    try:
+        rec = reference(chapter, profile)
+    except FileNotFoundError:
+        rec = None
+    name = config.resolve(profile).name
+    if rec is None or rec.get("wall_time_s") is None:
+        return f"not measured yet (no {name}-profile reference run is committed)"
+    hw = rec["hardware"]
+    return (f"{format_duration(rec['wall_time_s'])} in the reference run ({name} profile, real CIFAR-10, "
+            f"{hw['cpu']}, {hw['cores']} cores, {rec['date'][:10]})")
 
 
 def results_table(records=None):

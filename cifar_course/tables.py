@@ -21,8 +21,13 @@ def markdown_table(rows: list[dict], digits: int = 4) -> str:
     return "\n".join(lines)
 
 
-def show_table(rows: list[dict], digits: int = 4):
-    """Display rows as a table in a notebook (returns an IPython Markdown object)."""
+def show_table(rows: list[dict], digits: int = 4, caption: str = ""):
+    """Display rows as a table in a notebook (returns an IPython Markdown object).
+
+    caption: a line in italics above the table, e.g. which data it was measured on (a table made from the
+    synthetic stand-in must say so).
+    """
     from IPython.display import Markdown
 
-    return Markdown(markdown_table(rows, digits))
+    table = markdown_table(rows, digits)
+    return Markdown(f"*{caption}*\n\n{table}" if caption else table)

@@ -128,6 +128,14 @@ def test_compare_tflite_rows(data, tflites):
     assert all(r["latency_b1_ms"] > 0 and r["throughput_b32_ips"] > 0 for r in rows)
 
 
+def test_paired_latency_times_every_model_in_turns(data, tflites):
+    x, _ = data
+    times = C.paired_latency({"float32": tflites["float32"], "int8": tflites["int8"]}, x, batch_size=2,
+                             repeats=3, rounds=2)
+    assert list(times) == ["float32", "int8"]
+    assert all(t > 0 for t in times.values())
+
+
 def test_exports_agree_with_keras(tiny, data, tmp_path):
     x, _ = data
     stats = (np.zeros(3), np.ones(3))

@@ -193,3 +193,15 @@ def test_reference_sweep_time_sums_the_recording_chapters_and_names_the_missing(
 def test_the_committed_references_time_every_recording_chapter():
     runtime = cc.reference_sweep_time("quick")
     assert runtime["missing"] == [] and runtime["chapters"] >= 13 and runtime["seconds"] > 60
+
+
+def test_reference_runtime_reads_the_record_or_says_there_is_none(tmp_path, monkeypatch):
+    monkeypatch.setenv(results.REFERENCES_ENV, str(tmp_path))
+    (tmp_path / "quick").mkdir()
+    assert cc.reference_runtime("07_gradcam").startswith("not measured yet")
+    record = {"chapter": "07_gradcam", "wall_time_s": 306.9, "date": "2026-11-23T11:09:21+00:00",
+              "hardware": {"cpu": "AMD EPYC", "cores": 2, "gpus": []}}
+    (tmp_path / "quick" / "07_gradcam.json").write_text(json.dumps(record))
+    assert cc.reference_runtime("07_gradcam") == (
+        "5.1 minutes in the reference run (quick profile, real CIFAR-10, AMD EPYC, 2 cores, 2026-11-23)")
+    assert cc.format_duration(42.4) == "42 s"

@@ -1,6 +1,7 @@
 """Markdown tables for notebooks."""
 
 import cifar_course as cc
+from cifar_course.tables import show_table
 
 
 def test_markdown_table_formats_numbers_and_escapes_pipes():
@@ -15,3 +16,8 @@ def test_markdown_table_formats_numbers_and_escapes_pipes():
 def test_show_table_returns_displayable_markdown():
     shown = cc.show_table([{"x": 1}])
     assert "| x |" in shown.data
+
+
+def test_show_table_caption_comes_above_the_table():
+    shown = show_table([{"a": 1}], caption="SYNTHETIC stand-in")
+    assert shown.data.startswith("*SYNTHETIC stand-in*\n\n| a |")
