@@ -4,12 +4,13 @@ Introduced in the SimCLR chapter. The pieces: a strong augmentation pipeline tha
 an encoder (any course network cut at its global average pooling) plus a projection head, the NT-Xent loss
 written out, the tensorflow-addons n-pairs shortcut many Keras examples use for comparison, a `SimCLR` model whose
 `train_step` contrasts the views, and the ways to judge frozen features: a kNN monitor, linear evaluation
-and fine-tuning with few labels.
+and fine-tuning with few labels (`fine_tune`, optionally linear probe first).
 """
 
 from __future__ import annotations
 
 import math
+import time
 import warnings
 
 import numpy as np
@@ -19,7 +20,9 @@ from tensorflow.keras import layers
 
 from .data import stratified_indices
 from .evaluate import predict_outputs
-from .pipeline import normalize
+from .pipeline import make_dataset, normalize
+from .schedules import make_schedule
+from .train import train_model
 
 # ------------------------------------------------------------------------------------------------
 # Augmentations: float batches (B, H, W, 3) in [0, 1] in, same out; a different draw for every image.
@@ -219,6 +222,42 @@ class SimCLR(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
 
+class KeepWeights(keras.callbacks.Callback):
+    """Copies `model`'s weights at the end of the given (1-based) epochs into `self.weights[epoch]`."""
+
+    def __init__(self, model, epochs=()):
+        super().__init__()
+        self.target, self.epochs, self.weights = model, set(epochs), {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 in self.epochs:
+            self.weights[epoch + 1] = [w.copy() for w in self.target.get_weights()]
+
+
+def pretrain(encoder, views, epochs: int, *, loss: str = "nt_xent", temperature: float = 0.5,
+             learning_rate: float = 1e-3, schedule_epochs: int | None = None, warmup_fraction: float = 0.05,
+             head=None, monitor=None, keep_epochs=(), callbacks=()):
+    """Pre-train `encoder` (in place) with SimCLR: Adam on a linear warm-up, then cosine decay.
+
+    The schedule spans `schedule_epochs` (default `epochs`): a run stopped after `epochs` of a longer
+    schedule has taken exactly the steps the long run took up to there, so short comparison runs line up
+    with the long run at the same epoch. Returns a dict: the Keras history (with `knn_accuracy` when a
+    `KNNMonitor` is passed), the projection `head`, `weights` (the encoder's at each of `keep_epochs`)
+    and `wall_time_s`.
+    """
+    steps = int(views.cardinality()) * (schedule_epochs or epochs)
+    schedule = make_schedule("cosine", learning_rate, steps, warmup_steps=int(warmup_fraction * steps))
+    model = SimCLR(encoder, head or build_projection_head(encoder.output_shape[-1]), loss=loss,
+                   temperature=temperature)
+    model.compile(optimizer=keras.optimizers.Adam(schedule))
+    keep = KeepWeights(encoder, keep_epochs)
+    start = time.perf_counter()
+    history = model.fit(views, epochs=epochs, verbose=0,
+                        callbacks=[*([monitor] if monitor else []), keep, *callbacks])
+    return {**history.history, "head": model.head, "weights": keep.weights,
+            "wall_time_s": time.perf_counter() - start}
+
+
 # ------------------------------------------------------------------------------------------------
 # Judging frozen features
 
@@ -268,11 +307,9 @@ class KNNMonitor(keras.callbacks.Callback):
             logs["knn_accuracy"] = acc
 
 
-def linear_eval(encoder, x_train, y_train, x_test, y_test, stats=None, epochs: int = 30,
-                batch_size: int = 256, learning_rate: float = 1e-3, num_classes: int = 10) -> float:
-    """Test accuracy of a linear classifier (one Dense layer) trained on frozen, standardized features."""
-    f_train = extract_features(encoder, x_train, stats)
-    f_test = extract_features(encoder, x_test, stats)
+def linear_probe(f_train, y_train, f_test, y_test, epochs: int = 30, batch_size: int = 256,
+                 learning_rate: float = 1e-3, num_classes: int = 10) -> float:
+    """Test accuracy of a linear classifier (one Dense layer) trained on fixed, standardized features."""
     mean, std = f_train.mean(0), f_train.std(0) + 1e-6
     f_train, f_test = (f_train - mean) / std, (f_test - mean) / std
     inputs = keras.Input((f_train.shape[1],))
@@ -281,6 +318,23 @@ def linear_eval(encoder, x_train, y_train, x_test, y_test, stats=None, epochs: i
                 keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     clf.fit(f_train, np.asarray(y_train).reshape(-1), batch_size=batch_size, epochs=epochs, verbose=0)
     return float(clf.evaluate(f_test, np.asarray(y_test).reshape(-1), verbose=0)[1])
+
+
+def linear_eval(encoder, x_train, y_train, x_test, y_test, stats=None, epochs: int = 30,
+                batch_size: int = 256, learning_rate: float = 1e-3, num_classes: int = 10) -> float:
+    """Test accuracy of a linear classifier (one Dense layer) trained on frozen, standardized features."""
+    return linear_probe(extract_features(encoder, x_train, stats), y_train,
+                        extract_features(encoder, x_test, stats), y_test, epochs, batch_size,
+                        learning_rate, num_classes)
+
+
+def judge_features(encoder, x_train, y_train, x_test, y_test, stats=None, epochs: int = 30,
+                   k: int = 20) -> dict:
+    """kNN and linear-probe test accuracy of frozen features, from one feature pass over each split."""
+    f_train = extract_features(encoder, x_train, stats)
+    f_test = extract_features(encoder, x_test, stats)
+    return {"kNN accuracy": knn_accuracy(f_train, y_train, f_test, y_test, k),
+            "linear accuracy": linear_probe(f_train, y_train, f_test, y_test, epochs)}
 
 
 def label_fraction(y, fraction: float, seed: int = 0) -> np.ndarray:
@@ -298,3 +352,27 @@ def build_classifier(encoder, num_classes: int = 10, name: str = "classifier"):
     """Encoder plus a linear softmax layer: what fine-tuning trains end to end."""
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(encoder.output)
     return keras.Model(encoder.input, outputs, name=name)
+
+
+def fine_tune(encoder, x, y, epochs: int, stats=None, *, probe_first: bool = False, batch_size: int = 64,
+              learning_rate: float = 1e-3, augment="padcrop", probe_epochs: int = 100,
+              probe_learning_rate: float = 1e-2, seed: int = 0):
+    """Train `build_classifier(encoder)` end to end on the labelled (x, y) and return it.
+
+    probe_first: fit the new linear layer on frozen, unaugmented features before the first end-to-end
+    step (linear probe, then fine-tune: Kumar et al. 2022). A random layer's first large gradients would
+    otherwise flow into the pre-trained features and scramble them. The probe costs one feature pass.
+    A fair comparison gives both starting points the same `epochs`, batches, augmentation and rate.
+    """
+    classifier = build_classifier(encoder)
+    if probe_first:
+        features = extract_features(encoder, x, stats)
+        inputs = keras.Input((features.shape[1],))
+        head = classifier.layers[-1]  # shared: fitting the probe fits the classifier's own layer
+        probe = keras.Model(inputs, head(inputs))
+        probe.compile(keras.optimizers.Adam(probe_learning_rate), "sparse_categorical_crossentropy")
+        probe.fit(features, np.asarray(y).reshape(-1), batch_size=256, epochs=probe_epochs, verbose=0)
+    labelled = make_dataset(x, y, min(batch_size, len(x)), training=True, augment=augment, stats=stats,
+                            seed=seed)
+    train_model(classifier, labelled, epochs, learning_rate=learning_rate, progress_every=None)
+    return classifier

@@ -88,6 +88,8 @@ def test_knn_and_linear_eval_on_separable_features():
     f = centres[y] + rng.normal(size=(90, 8))
     assert simclr.knn_accuracy(f[::2], y[::2], f[1::2], y[1::2], k=5, num_classes=3) == 1.0
     assert simclr.knn_accuracy(f[::2], rng.permutation(y[::2]), f[1::2], y[1::2], k=5, num_classes=3) < 0.8
+    assert simclr.linear_probe(f[::2], y[::2], f[1::2], y[1::2], epochs=100) > 0.95
+    assert simclr.linear_probe(f[::2], rng.permutation(y[::2]), f[1::2], y[1::2], epochs=100) < 0.8
 
 
 def test_label_fraction_is_balanced():
@@ -97,3 +99,38 @@ def test_label_fraction_is_balanced():
     assert (np.bincount(y[idx]) == 5).all()
     with pytest.raises(ValueError):
         simclr.label_fraction(y, 0)
+
+
+def test_fine_tune_probe_first_fits_the_head_before_end_to_end_training():
+    # four classes that differ in colour: frozen random features already separate them
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 16)
+    colours = np.array([[230, 30, 30], [30, 230, 30], [30, 30, 230], [200, 200, 200]])
+    x = np.clip(colours[y][:, None, None, :] + rng.normal(0, 20, (64, 32, 32, 3)), 0, 255)
+    x = x.astype(np.uint8)
+
+    def accuracy(probe_first):
+        cc.seed_everything(0)
+        encoder = simclr.encoder_from(cc.build_small_cnn(width=4))
+        # a rate of zero: the end-to-end epoch changes nothing, so what is left is the probe's work
+        model = simclr.fine_tune(encoder, x, y, 1, probe_first=probe_first, batch_size=32,
+                                 learning_rate=0.0, augment=None, probe_epochs=200)
+        return float(np.mean(model.predict(cc.normalize(x), verbose=0)
+                             .argmax(1) == y))
+
+    assert accuracy(True) >= 0.9
+    assert accuracy(False) < 0.6
+
+
+def test_pretrain_keeps_weights_and_logs_knn():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
+    y = np.repeat(np.arange(4), 16)
+    encoder = simclr.encoder_from(cc.build_small_cnn(width=4))
+    monitor = simclr.KNNMonitor(encoder, x[:32], y[:32], x[32:], y[32:], k=5)
+    run = simclr.pretrain(encoder, simclr.make_views_dataset(x, 32), 2, schedule_epochs=4,
+                          monitor=monitor, keep_epochs=(1, 2))
+    assert len(run["loss"]) == len(run["knn_accuracy"]) == 2
+    assert sorted(run["weights"]) == [1, 2]
+    assert all(np.allclose(a, b) for a, b in zip(run["weights"][2], encoder.get_weights()))
+    assert not all(np.allclose(a, b) for a, b in zip(run["weights"][1], run["weights"][2]))
