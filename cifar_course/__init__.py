@@ -28,7 +28,7 @@ The flow:
     tables        row dicts -> Markdown tables
     results       recording a chapter's figures; reference records; the results page
 Topics, in chapter order:
-    regularize    mixup, CutMix, cutout, stochastic depth, L2
+    regularize    mixup, CutMix, cutout, stochastic depth, L2, the overfitting gap
     troubleshoot  per-step losses, label-sorted data, roughness
     gradcam       Grad-CAM heatmaps and their localization scores
     robustness    FGSM, PGD, fast adversarial training, background sensitivity
@@ -117,7 +117,10 @@ if not SERVING_ONLY:
     # ------------------------------------------------------------------------------------------------
     # Topic modules, in chapter order
 
-    from .regularize import StochasticDepth, cutmix, cutmix_boxes, cutout, l2, mixup  # noqa: E402
+    from .regularize import (  # noqa: E402
+        StochasticDepth, cutmix, cutmix_boxes, cutout, l2, mean_and_spread, measure_gap, mixup,
+        plot_gap_bars, plot_mixing_examples,
+    )
     from .troubleshoot import BatchLosses, roughness, sort_by_label  # noqa: E402
     from .gradcam import (  # noqa: E402
         class_scores, compute_gradcam, find_last_conv_layer, localization_report, localization_scores,
@@ -180,7 +183,8 @@ __all__ = _SERVING_NAMES if SERVING_ONLY else _SERVING_NAMES + [
     "results_table", "save_figure", "select_figures", "show_reference_figure", "format_duration",
     "show_reference_provenance",
     # topic modules
-    "StochasticDepth", "cutmix", "cutmix_boxes", "cutout", "l2", "mixup",
+    "StochasticDepth", "cutmix", "cutmix_boxes", "cutout", "l2", "mean_and_spread", "measure_gap", "mixup",
+    "plot_gap_bars", "plot_mixing_examples",
     "BatchLosses", "roughness", "sort_by_label",
     "class_scores", "compute_gradcam", "find_last_conv_layer", "localization_report",
     "localization_scores", "plot_gradcam",

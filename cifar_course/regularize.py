@@ -9,10 +9,14 @@ one_hot=True)`:
 `cutout` is an image-only augmentation (use it as `make_dataset(..., augment=cc.cutout)`);
 `StochasticDepth` is a layer for the residual branch of a block. The small residual network the chapter
 compares every technique on, `build_regularized_resnet`, is in `models` with the other builders.
+`measure_gap` gives the overfitting gap a regularizer is meant to narrow (the regularization and
+troubleshooting chapters), `mean_and_spread` the summary of a run repeated with several seeds, and
+`plot_mixing_examples` what the mixing functions do to real images.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 from tensorflow import keras
 from tensorflow.keras import layers
@@ -158,3 +162,93 @@ def l2(factor: float = 1e-4):
     `make_optimizer(weight_decay=...)`), the penalty goes through the gradient, so Adam rescales it.
     """
     return keras.regularizers.L2(factor) if factor else None
+
+
+# ------------------------------------------------------------------------------------------------
+# Measuring what a regularizer does: the train-validation gap, over seeds
+
+
+def measure_gap(model, train_eval_ds, val_ds) -> dict:
+    """Accuracy on the training images and on validation images, and their difference (the gap).
+
+    train_eval_ds must serve the *clean* training images (no augmentation, no mixing, no shuffling
+    needed): the accuracy Keras logs during fit is on the augmented or mixed batches, and in training
+    mode, so it is not the accuracy on the images the network was fitted to.
+    """
+    from .evaluate import predict
+
+    accuracies = []
+    for ds in (train_eval_ds, val_ds):
+        probs, labels = predict(model, ds)
+        accuracies.append(float(np.mean(probs.argmax(axis=1) == labels)))
+    train_acc, val_acc = accuracies
+    return {"train accuracy": train_acc, "validation accuracy": val_acc, "gap": train_acc - val_acc}
+
+
+def mean_and_spread(values) -> tuple[float, float]:
+    """Mean of a measurement repeated with several seeds, and its spread: half the range (max - min) / 2,
+    so that every seed lies within mean +- spread."""
+    values = np.asarray(values, np.float64).reshape(-1)
+    if values.size == 0:
+        raise ValueError("mean_and_spread needs at least one value.")
+    return float(values.mean()), float((values.max() - values.min()) / 2)
+
+
+def plot_mixing_examples(images, labels, mixers: dict, n: int = 6, class_names=None, seed: int = 0):
+    """The first `n` images of a batch, then one row per mixing function (name -> f(images, one-hot
+    labels) -> (images, labels)), each image titled with its two largest label weights.
+
+    images: (B, H, W, C) in [0, 255] (the functions are linear or copy pixels, so they work unnormalized);
+    labels: one-hot (B, K). B should be larger than n, so partners come from outside the shown images too.
+    """
+    import matplotlib.pyplot as plt
+
+    images = tf.cast(images, tf.float32)
+    labels = tf.cast(labels, tf.float32)
+    if len(images) < n:
+        raise ValueError(f"Need at least n={n} images, got {len(images)}.")
+    rows = {"original": (images, labels)}
+    for name, mix in mixers.items():
+        tf.random.set_seed(seed)
+        rows[name] = mix(images, labels)
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.5 * n, 1.75 * len(rows)), squeeze=False)
+    for row, (name, (mixed, mixed_labels)) in enumerate(rows.items()):
+        pixels = np.clip(np.asarray(mixed[:n]), 0, 255).astype(np.uint8)
+        weights = np.asarray(mixed_labels[:n])
+        for col in range(n):
+            ax = axes[row, col]
+            ax.imshow(pixels[col], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            top = np.argsort(weights[col])[::-1][:2]
+            parts = [f"{class_names[k] if class_names is not None else k} {weights[col][k]:.2f}"
+                     for k in top if weights[col][k] > 0.005]
+            ax.set_title("\n".join(parts), fontsize=7)
+        axes[row, 0].set_ylabel(name, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_gap_bars(rows, name_key: str = "technique", reference: str | None = None):
+    """Two bar panels, one bar per row: validation accuracy, and the train-validation gap.
+
+    rows: dicts with `name_key`, "validation accuracy" and "gap" (as `measure_gap` returns); the row
+    named `reference` (default: the first) is drawn in grey with a dotted line across each panel, so
+    every other bar reads as better or worse than it.
+    """
+    import matplotlib.pyplot as plt
+
+    names = [r[name_key] for r in rows]
+    reference = names[0] if reference is None else reference
+    if reference not in names:
+        raise ValueError(f"No row named {reference!r} among {names}.")
+    colours = ["0.6" if n == reference else "C0" for n in names]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 0.35 * len(rows) + 1.2), sharey=True)
+    for ax, column in zip(axes, ("validation accuracy", "gap")):
+        values = [r[column] for r in rows]
+        ax.barh(names, values, color=colours)
+        ax.axvline(values[names.index(reference)], color="0.3", ls=":", lw=1)
+        ax.set_xlabel(column if column != "gap" else "gap: train minus validation accuracy")
+    axes[0].invert_yaxis()  # first row on top, as in the table
+    fig.tight_layout()
+    return fig

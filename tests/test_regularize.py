@@ -118,3 +118,60 @@ def test_regularized_resnet_builds_and_carries_its_regularizers():
     out = model(tf.zeros((2, 32, 32, 3)), training=False)
     assert out.shape == (2, 10)
     np.testing.assert_allclose(out.numpy().sum(axis=1), 1.0, atol=1e-5)
+
+
+def _constant_classifier(cls, classes=10):
+    """A model that answers `cls` for every image: its accuracy is the share of that class."""
+    inputs = tf.keras.Input((4, 4, 3))
+    zeros = tf.keras.layers.Lambda(lambda x: tf.zeros((tf.shape(x)[0], classes)))(inputs)
+    outputs = tf.keras.layers.Lambda(lambda z: tf.one_hot(tf.fill([tf.shape(z)[0]], cls), classes) + z)(zeros)
+    return tf.keras.Model(inputs, outputs)
+
+
+def test_measure_gap_is_train_minus_validation_accuracy():
+    x = np.zeros((20, 4, 4, 3), np.float32)
+    train_y = np.array([3] * 15 + [1] * 5)  # the model is right on 75% of these
+    val_y = np.array([3] * 5 + [1] * 15)  # and on 25% of these
+    train = tf.data.Dataset.from_tensor_slices((x, train_y)).batch(7)
+    val = tf.data.Dataset.from_tensor_slices((x, tf.one_hot(val_y, 10))).batch(6)  # one-hot works too
+    gap = cc.measure_gap(_constant_classifier(3), train, val)
+    assert gap["train accuracy"] == pytest.approx(0.75)
+    assert gap["validation accuracy"] == pytest.approx(0.25)
+    assert gap["gap"] == pytest.approx(0.5)
+
+
+def test_mean_and_spread_covers_every_seed():
+    mean, spread = cc.mean_and_spread([0.50, 0.56, 0.53])
+    assert mean == pytest.approx(0.53) and spread == pytest.approx(0.03)
+    assert cc.mean_and_spread([0.4]) == (pytest.approx(0.4), 0.0)
+    with pytest.raises(ValueError):
+        cc.mean_and_spread([])
+
+
+def test_plot_mixing_examples_shows_a_row_per_mixer_with_label_weights():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    images, labels = _batch(n=12, size=32)
+    fig = cc.plot_mixing_examples(images * 20, labels, {"mixup": cc.mixup, "CutMix": cc.cutmix}, n=4)
+    assert len(fig.axes) == 12
+    assert [fig.axes[4 * r].get_ylabel() for r in range(3)] == ["original", "mixup", "CutMix"]
+    first = int(np.argmax(labels.numpy()[0]))
+    assert fig.axes[0].get_title() == f"{first} 1.00"  # an original image has one label, weight 1
+    with pytest.raises(ValueError, match="at least n=20"):
+        cc.plot_mixing_examples(images, labels, {}, n=20)
+
+
+def test_plot_gap_bars_draws_both_columns_and_marks_the_reference():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    rows = [{"technique": "none", "validation accuracy": 0.5, "gap": 0.3},
+            {"technique": "augmentation", "validation accuracy": 0.6, "gap": 0.1}]
+    fig = cc.plot_gap_bars(rows)
+    accuracy, gap = fig.axes
+    assert [bar.get_width() for bar in accuracy.patches] == [0.5, 0.6]
+    assert [bar.get_width() for bar in gap.patches] == [0.3, 0.1]
+    assert accuracy.lines[0].get_xdata()[0] == 0.5 and gap.lines[0].get_xdata()[0] == 0.3
+    with pytest.raises(ValueError, match="No row named"):
+        cc.plot_gap_bars(rows, reference="mixup")
