@@ -82,6 +82,31 @@ def label_skew(y, parts, num_classes: int = 10) -> float:
     return float(np.mean(0.5 * np.abs(local - overall).sum(1)))
 
 
+def share_global_subset(y, parts, size, seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
+    """Zhao et al. 2018's remedy for label skew: the server holds a small class-balanced set and sends
+    it to every client, which then trains on its own data plus that set.
+
+    size: a count, or a fraction of `y`, drawn class-balanced from the training set.
+    Returns (each client's indices with the shared ones added, the shared indices).
+    """
+    from .data import stratified_indices
+
+    shared = stratified_indices(y, size, seed)
+    return [np.union1d(part, shared) for part in parts], shared
+
+
+def recovered_fraction(iid: float, noniid: float, remedy: float) -> float:
+    """How much of the non-IID gap (iid - noniid) a remedy wins back: 0 none, 1 all; NaN without a gap."""
+    gap = iid - noniid
+    return float((remedy - noniid) / gap) if gap > 0 else float("nan")
+
+
+def seed_summary(values) -> dict:
+    """Mean and spread (max - min) of one figure measured with several seeds."""
+    values = np.asarray(values, dtype=float)
+    return {"mean": float(values.mean()), "spread": float(np.ptp(values)), "n": int(values.size)}
+
+
 def plot_partition(y, parts, class_names=None, ax=None, title: str = ""):
     """Stacked bars: each client's examples by class."""
     import matplotlib.pyplot as plt
@@ -192,18 +217,25 @@ def federated_runtime():
 # Models and data for TFF
 
 
-def build_client_model(stats=None, num_classes: int = 10):
-    """The baseline CNN (no BatchNorm: FedAvg averages trainable weights only) returning logits, with
-    the pipeline's `normalize` inside, so clients can ship raw uint8-valued images."""
+def build_client_model(stats=None, num_classes: int = 10, width: int = 32):
+    """The baseline CNN's layout (Conv width-2w-2w, two max-pools, Dense 64; no BatchNorm: FedAvg
+    averages trainable weights only) returning logits, with the pipeline's `normalize` inside, so
+    clients can ship raw uint8-valued images. width=32 is the baseline CNN itself; width=16 costs about
+    a third of its arithmetic per image, for simulations that train many federations on a CPU."""
     from tensorflow import keras
     from tensorflow.keras import layers
 
-    from .models import build_baseline_cnn
-
     inputs = keras.Input((32, 32, 3))
     x = layers.Lambda(normalize, arguments={"stats": stats}, name="normalize")(inputs)
-    body = build_baseline_cnn(num_classes, logits=True)
-    return keras.Model(inputs, body(x), name="client_cnn")
+    x = layers.Conv2D(width, 3, activation="relu")(x)  # (30, 30, w)
+    x = layers.MaxPooling2D()(x)  # (15, 15, w)
+    x = layers.Conv2D(2 * width, 3, activation="relu")(x)  # (13, 13, 2w)
+    x = layers.MaxPooling2D()(x)  # (6, 6, 2w)
+    x = layers.Conv2D(2 * width, 3, activation="relu")(x)  # (4, 4, 2w)
+    x = layers.Flatten()(x)
+    x = layers.Dense(64, activation="relu")(x)
+    outputs = layers.Dense(num_classes, dtype="float32")(x)  # logits
+    return keras.Model(inputs, outputs, name="client_cnn")
 
 
 def make_client_dataset(x, y, batch_size: int = 32, local_epochs: int = 1, seed: int = 0):
@@ -219,6 +251,24 @@ def make_client_datasets(x, y, parts, batch_size: int = 32, local_epochs: int = 
     return [make_client_dataset(x[p], y[p], batch_size, local_epochs, seed + i) for i, p in enumerate(parts)]
 
 
+@contextlib.contextmanager
+def op_determinism(enabled: bool):
+    """TF's op determinism on or off for a block, then back to what it was.
+
+    DP-FedAvg needs it off while TFF traces it: its Gaussian noise ops carry no seed, which
+    determinism (on in the smoke profile, see `seed_everything`) forbids. TF has no public switch to
+    turn it off, hence the private module here rather than in a chapter.
+    """
+    from tensorflow.python.framework import config as tf_config
+
+    before = tf_config.is_op_determinism_enabled()
+    (tf_config.enable_op_determinism if enabled else tf_config.disable_op_determinism)()
+    try:
+        yield
+    finally:
+        (tf_config.enable_op_determinism if before else tf_config.disable_op_determinism)()
+
+
 def build_process(model_builder, element_spec, algorithm: str = "fedavg", client_lr: float = 0.05,
                   server_lr: float = 1.0, server_momentum: float = 0.0, proximal_strength: float = 0.01,
                   noise_multiplier: float = 0.5, clients_per_round: int = 10):
@@ -227,7 +277,8 @@ def build_process(model_builder, element_spec, algorithm: str = "fedavg", client
     algorithm: "fedavg" (tff.learning.algorithms.build_weighted_fed_avg), "fedprox"
     (build_weighted_fed_prox, which pulls local weights toward the server's by proximal_strength) or
     "dp_fedavg" (DP-FedAvg, McMahan et al. 2018: unweighted averaging of adaptively clipped client
-    updates plus Gaussian noise of noise_multiplier times the clip, via tff.learning.dp_aggregator).
+    updates plus Gaussian noise of noise_multiplier times the clip, via tff.learning.dp_aggregator;
+    built with op determinism off, see `op_determinism`).
     Clients run plain SGD at client_lr; the server applies the averaged update with SGD at server_lr and
     optional momentum (server_momentum > 0 is FedAvgM).
     """
@@ -250,24 +301,31 @@ def build_process(model_builder, element_spec, algorithm: str = "fedavg", client
         return tff.learning.algorithms.build_weighted_fed_prox(model_fn, proximal_strength, client_opt,
                                                                server_opt)
     if algorithm == "dp_fedavg":
-        return tff.learning.algorithms.build_unweighted_fed_avg(
-            model_fn, client_opt, server_opt,
-            model_aggregator=tff.learning.dp_aggregator(noise_multiplier, clients_per_round))
+        with op_determinism(False):
+            return tff.learning.algorithms.build_unweighted_fed_avg(
+                model_fn, client_opt, server_opt,
+                model_aggregator=tff.learning.dp_aggregator(noise_multiplier, clients_per_round))
     raise ValueError(f"Unknown algorithm {algorithm!r}: choose 'fedavg', 'fedprox' or 'dp_fedavg'.")
 
 
 def run_federated(process, client_datasets, rounds: int, keras_model, x_test, y_test,
                   clients_per_round: int | None = None, eval_every: int = 1, seed: int = 0,
-                  print_every: int | None = None) -> list[dict]:
+                  print_every: int | None = None, start_from=None) -> list[dict]:
     """Run `rounds` of the process, sampling clients each round; evaluate the global model on the test set.
 
     Returns one row per evaluated round: round, test accuracy, mean client training loss, seconds so far.
-    `keras_model` (same architecture) receives the final global weights.
+    `keras_model` (same architecture) receives the final global weights. `start_from`, a Keras model of
+    the same architecture, gives the initial weights (default: the process's own initialization).
     """
     rng = np.random.default_rng(seed)
     k = clients_per_round or len(client_datasets)
     y_test = np.asarray(y_test).reshape(-1)
     state = process.initialize()
+    if start_from is not None:
+        weights = import_tff().learning.models.ModelWeights(
+            trainable=[w.numpy() for w in start_from.trainable_weights],
+            non_trainable=[w.numpy() for w in start_from.non_trainable_weights])
+        state = process.set_model_weights(state, weights)
     rows, start = [], time.perf_counter()
     for r in range(1, rounds + 1):
         chosen = rng.choice(len(client_datasets), k, replace=False)
@@ -284,3 +342,29 @@ def run_federated(process, client_datasets, rounds: int, keras_model, x_test, y_
         if print_every and (r % print_every == 0 or r == rounds):
             print(f"round {r}/{rounds}  train loss {train_loss:.3f}  test accuracy {acc:.3f}")
     return rows
+
+
+def train_federated(x, y, parts, model_builder, x_test, y_test, rounds: int, algorithm: str = "fedavg",
+                    clients_per_round: int | None = None, batch_size: int = 32, local_epochs: int = 1,
+                    seed: int = 0, process=None, eval_every: int = 1, print_every: int | None = None,
+                    **process_options) -> list[dict]:
+    """One federated experiment: client datasets for `parts`, a process (`process`, else
+    `build_process` with `process_options`), `rounds` rounds; returns `run_federated`'s rows.
+
+    `seed` sets the initial weights (a `model_builder()` model drawn after seeding), the clients'
+    shuffling and which clients each round samples. Runs that differ only in partition or algorithm
+    start from the same model; passing a built `process` saves TFF's tracing when only the seed or the
+    partition changes.
+    """
+    import tensorflow as tf
+
+    datasets = make_client_datasets(x, y, parts, batch_size, local_epochs, seed)
+    k = clients_per_round or len(parts)
+    if process is None:
+        process = build_process(model_builder, datasets[0].element_spec, algorithm,
+                                clients_per_round=k, **process_options)
+    # After the build: TFF traces models in graphs, which invalidates Keras models made before.
+    tf.keras.utils.set_random_seed(seed)
+    start = model_builder()
+    return run_federated(process, datasets, rounds, start, x_test, y_test, clients_per_round=k,
+                         eval_every=eval_every, seed=seed, print_every=print_every, start_from=start)

@@ -254,7 +254,8 @@ HEADLINE_METRICS = {
     "12_distillation": ["teacher_accuracy", "student_scratch_accuracy", "student_distilled_accuracy",
                         "best_temperature"],
     "13_federated": ["central_accuracy", "fedavg_iid_accuracy", "fedavg_noniid_accuracy",
-                     "fedprox_noniid_accuracy", "rounds"],
+                     "noniid_gap", "shared_noniid_accuracy", "shared_noniid_recovered",
+                     "fedavgm_noniid_recovered", "fedprox_noniid_recovered"],
 }
 
 

@@ -41,9 +41,41 @@ def test_bad_partition_arguments():
         fl.partition_dirichlet(Y[:20], 5, alpha=1.0, min_size=10)
 
 
+def test_shared_subset_reaches_every_client_and_lowers_the_skew():
+    parts = fl.partition_dirichlet(Y, 10, alpha=0.1, seed=0)
+    with_shared, shared = fl.share_global_subset(Y, parts, 0.05, seed=0)
+    assert len(shared) == 100 and np.array_equal(np.bincount(Y[shared]), np.full(10, 10))
+    for own, both in zip(parts, with_shared):
+        assert set(own) <= set(both) and set(shared) <= set(both) and len(both) == len(set(both))
+    assert fl.label_skew(Y, with_shared) < fl.label_skew(Y, parts)
+
+
+def test_recovered_fraction_and_seed_summary():
+    assert fl.recovered_fraction(0.5, 0.3, 0.4) == pytest.approx(0.5)
+    assert fl.recovered_fraction(0.5, 0.3, 0.25) == pytest.approx(-0.25)
+    assert np.isnan(fl.recovered_fraction(0.3, 0.3, 0.4))
+    assert fl.seed_summary([0.4, 0.5]) == pytest.approx({"mean": 0.45, "spread": 0.1, "n": 2})
+
+
+def test_op_determinism_is_restored():
+    from tensorflow.python.framework import config as tf_config
+
+    before = tf_config.is_op_determinism_enabled()
+    try:
+        tf_config.enable_op_determinism()
+        with fl.op_determinism(False):
+            assert not tf_config.is_op_determinism_enabled()
+        assert tf_config.is_op_determinism_enabled()
+    finally:
+        (tf_config.enable_op_determinism if before else tf_config.disable_op_determinism)()
+
+
 SCRIPT = textwrap.dedent("""
     import json, os, numpy as np
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config
     from cifar_course import federated as fl
+    tf.config.experimental.enable_op_determinism()  # as the smoke profile does
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (240, 32, 32, 3)).astype(np.uint8)
     y = rng.integers(0, 10, 240)
@@ -62,9 +94,16 @@ SCRIPT = textwrap.dedent("""
         direct = (model.predict(x[:40].astype(np.float32), verbose=0).argmax(1) == y[:40]).mean()
         out["accuracy_is_the_final_models"] = abs(float(direct) - rows[-1]["test_accuracy"]) < 1e-9
         out["weights_changed"] = bool(any(not np.allclose(a, b) for a, b in zip(before, after)))
-        dp = fl.build_process(fl.build_client_model, datasets[0].element_spec, algorithm="dp_fedavg",
-                              noise_multiplier=0.01, clients_per_round=3)
-        out["dp_rounds"] = len(fl.run_federated(dp, datasets, 1, fl.build_client_model(), x[:40], y[:40]))
+        # A built process reused with another seed: other initial weights, so another model.
+        again = fl.train_federated(x, y, parts, fl.build_client_model, x[:40], y[:40], 1,
+                                   process=process, seed=1)
+        first = fl.train_federated(x, y, parts, fl.build_client_model, x[:40], y[:40], 1,
+                                   process=process, seed=0)
+        out["seed_changes_run"] = again[0]["train_loss"] != first[0]["train_loss"]
+        # DP-FedAvg under op determinism: build_process turns it off while TFF traces, then back on.
+        out["dp_rounds"] = len(fl.train_federated(x, y, parts, fl.build_client_model, x[:40], y[:40], 1,
+                                                  algorithm="dp_fedavg", noise_multiplier=0.01))
+        out["determinism_restored"] = tf_config.is_op_determinism_enabled()
     out["workers_after_block"] = fl.worker_processes()
     # Start the runtime again outside any block: the atexit hook must stop this worker.
     process.initialize()
@@ -92,6 +131,7 @@ def test_fedavg_runs_changes_weights_and_leaves_no_worker():
     line = [s for s in proc.stdout.splitlines() if s.startswith("RESULT ")][-1]
     out = json.loads(line[len("RESULT "):])
     assert out["rounds"] == 2 and out["weights_changed"] and out["dp_rounds"] == 1
+    assert out["determinism_restored"] and out["seed_changes_run"]
     assert out["accuracy_is_the_final_models"]
     assert out["workers_during"], "the test must see a worker, or it proves nothing"
     assert out["workers_after_block"] == []
