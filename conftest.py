@@ -21,12 +21,6 @@ NOTEBOOK_DIR = ROOT / "_build" / "nbval"
 os.environ.setdefault("CIFAR_COURSE_PROFILE", "smoke")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("JUPYTER_PREFER_ENV_PATH", "1")  # .venv's kernels before ~/.local/share/jupyter's
-if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
-    # Each xdist worker, and the kernels and subprocesses it starts, gets its share of the cores for
-    # TensorFlow's per-op threads: by default every process sizes its pool to all cores, so CI's two
-    # workers on two cores would each run two threads and keep preempting each other.
-    share = len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
-    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(max(1, share)))
 COURSE_KERNEL = "cifar-course"
 
 
