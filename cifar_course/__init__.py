@@ -29,7 +29,7 @@ The flow:
     results       recording a chapter's figures; reference records; the results page
 Topics, in chapter order:
     regularize    mixup, CutMix, cutout, stochastic depth, L2, the overfitting gap
-    troubleshoot  per-step losses, label-sorted data, roughness
+    troubleshoot  per-step losses, label-sorted data, roughness, per-layer gradient norms
     gradcam       Grad-CAM heatmaps and their localization scores
     robustness    FGSM, PGD, fast adversarial training, background sensitivity
     compress      cost counts, quantization, pruning, TFLite conversion and timing
@@ -121,7 +121,8 @@ if not SERVING_ONLY:
         StochasticDepth, cutmix, cutmix_boxes, cutout, l2, mean_and_spread, measure_gap, mixup,
         plot_gap_bars, plot_mixing_examples,
     )
-    from .troubleshoot import BatchLosses, roughness, sort_by_label  # noqa: E402
+    from .troubleshoot import (  # noqa: E402
+        BatchLosses, GradientNormMonitor, gradient_norms, roughness, sort_by_label)
     from .gradcam import (  # noqa: E402
         class_scores, compute_gradcam, find_last_conv_layer, localization_report, localization_scores,
         plot_gradcam,
@@ -185,7 +186,7 @@ __all__ = _SERVING_NAMES if SERVING_ONLY else _SERVING_NAMES + [
     # topic modules
     "StochasticDepth", "cutmix", "cutmix_boxes", "cutout", "l2", "mean_and_spread", "measure_gap", "mixup",
     "plot_gap_bars", "plot_mixing_examples",
-    "BatchLosses", "roughness", "sort_by_label",
+    "BatchLosses", "GradientNormMonitor", "gradient_norms", "roughness", "sort_by_label",
     "class_scores", "compute_gradcam", "find_last_conv_layer", "localization_report",
     "localization_scores", "plot_gradcam",
     "EPSILON", "FastAdversarialModel", "RobustnessMonitor", "background_sensitivity", "fgsm", "pgd",

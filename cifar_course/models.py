@@ -111,14 +111,19 @@ def _shortcut(x, filters: int, strides: int, name: str):
 
 
 def residual_block(x, filters: int, strides: int = 1, se: bool = False, residual: bool = True,
-                   name: str = "block"):
+                   zero_init_residual: bool = False, name: str = "block"):
     """Post-activation basic block (He et al. 2016a): conv-BN-ReLU, conv-BN, add shortcut, ReLU.
 
     residual=False drops the shortcut (the 'plain' network the residual chapter compares against).
+    zero_init_residual: the branch's last BatchNorm scale starts at 0 (Goyal et al. 2017), so the block
+    starts as its shortcut and a deep ResNet starts out as shallow as its projections and stem.
     """
+    if zero_init_residual and not residual:
+        raise ValueError("zero_init_residual=True without a shortcut would start the network at zero.")
     y = conv_bn_relu(x, filters, strides=strides, name=f"{name}_1")
     y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_2_conv")(y)
-    y = layers.BatchNormalization(name=f"{name}_2_bn")(y)
+    y = layers.BatchNormalization(gamma_initializer="zeros" if zero_init_residual else "ones",
+                                  name=f"{name}_2_bn")(y)
     if se:
         y = se_block(y, name=f"{name}_se")
     if residual:
@@ -143,13 +148,16 @@ def preact_residual_block(x, filters: int, strides: int = 1, se: bool = False, n
 
 
 def build_resnet(depth: int = 20, width: int = 16, preact: bool = False, se: bool = False,
-                 residual: bool = True, num_classes: int = 10, logits: bool = False,
-                 input_shape=INPUT_SHAPE):
+                 residual: bool = True, zero_init_residual: bool = False, num_classes: int = 10,
+                 logits: bool = False, input_shape=INPUT_SHAPE):
     """CIFAR ResNet of depth 6n+2 (20, 32, 56, ...): three stages of n blocks at width, 2w, 4w.
 
     preact: pre-activation blocks; se: a squeeze-and-excitation block in every residual branch
-    (SE-ResNet); residual=False: the plain network of the same depth.
+    (SE-ResNet); residual=False: the plain network of the same depth; zero_init_residual: every block
+    starts as its shortcut (`residual_block`), post-activation blocks only.
     """
+    if zero_init_residual and preact:
+        raise ValueError("zero_init_residual is implemented for post-activation blocks (preact=False).")
     if (depth - 2) % 6:
         raise ValueError(f"CIFAR ResNets have depth 6n+2 (20, 32, 44, 56, 110), got {depth}")
     if preact and not residual:
@@ -166,7 +174,8 @@ def build_resnet(depth: int = 20, width: int = 16, preact: bool = False, se: boo
             if preact:
                 x = preact_residual_block(x, filters, strides, se=se, name=name)
             else:
-                x = residual_block(x, filters, strides, se=se, residual=residual, name=name)
+                x = residual_block(x, filters, strides, se=se, residual=residual,
+                                   zero_init_residual=zero_init_residual, name=name)
     if preact:
         x = layers.ReLU(name="final_relu")(layers.BatchNormalization(name="final_bn")(x))
     x = layers.GlobalAveragePooling2D()(x)

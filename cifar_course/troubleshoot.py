@@ -1,4 +1,5 @@
-"""Tools for the troubleshooting chapter: per-step loss curves, label-sorted data, a roughness measure.
+"""Tools for the troubleshooting chapter: per-step loss curves, label-sorted data, a roughness measure;
+and per-layer gradient norms (the residual chapter's check for vanishing gradients).
 
 The chapter reproduces the usual training failures on purpose; these helpers make them measurable.
 """
@@ -6,7 +7,10 @@ The chapter reproduces the usual training failures on purpose; these helpers mak
 from __future__ import annotations
 
 import numpy as np
+import tensorflow as tf
 from tensorflow import keras
+
+from .train import make_loss, outputs_probabilities
 
 
 class BatchLosses(keras.callbacks.Callback):
@@ -42,3 +46,50 @@ def roughness(losses, tail: float = 0.5) -> float:
     if len(losses) < 2:
         raise ValueError("roughness needs at least two recorded steps in the tail of the run.")
     return float(np.mean(np.abs(np.diff(losses))))
+
+
+def gradient_norms(model, x, y, loss=None) -> list[dict]:
+    """The gradient of the loss on one batch for every Conv2D and Dense kernel, in forward order.
+
+    How to see vanishing (or exploding) gradients: if the norms fall by orders of magnitude from the
+    output back to the input, the first layers barely learn. Runs the model in training mode (BatchNorm on
+    batch statistics, as a training step does) and changes no weight (BatchNorm's moving averages are put
+    back). Rows: index, layer name, kind, gradient norm, kernel norm and their ratio (the relative size of
+    a plain SGD step). Chapter 3.
+    """
+    y = tf.convert_to_tensor(y)
+    if loss is None:
+        loss = make_loss(sparse=y.shape.rank == 1 or y.shape[-1] == 1,
+                         from_logits=not outputs_probabilities(model))
+    kernels = [layer for layer in model.layers
+               if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))]
+    if not kernels:
+        raise ValueError("gradient_norms found no Conv2D or Dense layer in the model.")
+    state = [w.numpy() for w in model.non_trainable_weights]
+    with tf.GradientTape() as tape:
+        value = loss(y, model(x, training=True))
+    grads = tape.gradient(value, [layer.kernel for layer in kernels])
+    for w, saved in zip(model.non_trainable_weights, state):
+        w.assign(saved)
+    rows = []
+    for i, (layer, grad) in enumerate(zip(kernels, grads)):
+        g = float(tf.norm(grad)) if grad is not None else 0.0
+        w = float(tf.norm(layer.kernel))
+        rows.append({"index": i, "layer": layer.name, "kind": type(layer).__name__,
+                     "gradient norm": g, "kernel norm": w, "ratio": g / w if w else float("nan")})
+    return rows
+
+
+class GradientNormMonitor(keras.callbacks.Callback):
+    """`gradient_norms` on one fixed batch at the end of every epoch: `history[epoch]` is its rows.
+
+    Monitoring the norms while training is how one tells vanishing gradients from a bad learning rate
+    (chapter 3 watches a deep plain network and a ResNet this way)."""
+
+    def __init__(self, x, y, loss=None):
+        super().__init__()
+        self.x, self.y, self.loss = x, y, loss
+        self.history = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.history.append(gradient_norms(self.model, self.x, self.y, self.loss))

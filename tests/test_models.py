@@ -155,6 +155,20 @@ def test_bad_configurations_say_what_to_do():
         build_flagship(widths=(32, 64))
 
 
+def test_zero_init_residual_starts_every_block_as_its_shortcut():
+    model = build_resnet(20, width=4, zero_init_residual=True)
+    probe = tf.keras.Model(model.input, [model.get_layer("stem_relu").output,
+                                         model.get_layer("stage1_block3_out").output])
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
+    stem, after_three_blocks = probe(x, training=True)
+    np.testing.assert_allclose(after_three_blocks, stem, atol=1e-6)  # relu(0 + x) = x for x >= 0
+    assert build_resnet(20, width=4).count_params() == model.count_params()
+    with pytest.raises(ValueError, match="shortcut"):
+        build_resnet(20, residual=False, zero_init_residual=True)
+    with pytest.raises(ValueError, match="preact=False"):
+        build_resnet(20, preact=True, zero_init_residual=True)
+
+
 def test_deeper_resnets_have_more_blocks():
     assert build_resnet(32).count_params() > build_resnet(20).count_params()
     assert len(build_resnet(32).layers) > len(build_resnet(20).layers)

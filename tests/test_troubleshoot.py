@@ -37,3 +37,44 @@ def test_roughness_separates_smooth_from_oscillating():
     assert cc.roughness(smooth) < 0.02 < 0.4 < cc.roughness(noisy)
     with pytest.raises(ValueError):
         cc.roughness([1.0])
+
+
+def test_gradient_norms_match_a_hand_computed_gradient_and_change_nothing():
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", use_bias=False)(inputs))
+    x = np.random.default_rng(0).normal(size=(8, 3)).astype("float32")
+    y = np.arange(8) % 2
+    before = [w.copy() for w in model.get_weights()]
+    rows = cc.gradient_norms(model, x, y)
+    # softmax cross-entropy: dL/dW = x^T (p - onehot(y)) / batch
+    p = model.predict(x, verbose=0)
+    expected = np.linalg.norm(x.T @ (p - np.eye(2)[y]) / len(x))
+    assert [r["layer"] for r in rows] == [model.layers[-1].name]
+    np.testing.assert_allclose(rows[0]["gradient norm"], expected, rtol=1e-4)
+    np.testing.assert_allclose(rows[0]["ratio"], expected / np.linalg.norm(before[0]), rtol=1e-4)
+    for w, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(w, b)
+
+
+def test_gradient_norms_cover_every_kernel_of_a_resnet_in_forward_order():
+    model = cc.build_resnet(8, width=4, residual=False)
+    x = np.random.default_rng(0).normal(size=(4, 32, 32, 3)).astype("float32")
+    rows = cc.gradient_norms(model, x, np.arange(4))
+    assert [r["kind"] for r in rows] == ["Conv2D"] * 7 + ["Dense"]
+    assert rows[0]["layer"] == "stem_conv" and rows[-1]["layer"] == "classifier"
+    assert all(r["gradient norm"] > 0 for r in rows)
+
+
+def test_gradient_norm_monitor_records_every_epoch_and_leaves_batchnorm_state_alone():
+    model = cc.build_resnet(8, width=4)
+    x = np.random.default_rng(0).normal(size=(8, 32, 32, 3)).astype("float32")
+    y = np.arange(8) % 10
+    moving = [w.numpy() for w in model.non_trainable_weights]
+    cc.gradient_norms(model, x, y)
+    for w, before in zip(model.non_trainable_weights, moving):
+        np.testing.assert_array_equal(w.numpy(), before)
+    monitor = cc.GradientNormMonitor(x[:4], y[:4])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy())
+    model.fit(x, y, batch_size=4, epochs=2, callbacks=[monitor], verbose=0)
+    assert len(monitor.history) == 2
+    assert [r["layer"] for r in monitor.history[0]] == [r["layer"] for r in monitor.history[1]]
