@@ -121,8 +121,8 @@ def test_fine_tune_probe_first_fits_the_head_before_end_to_end_training():
         logits = model.layers[-1](features).numpy()
         return float(np.mean(logits.argmax(1) == y))
 
-    assert accuracy(True) >= 0.9
-    assert accuracy(False) < 0.6
+    fitted, random_head = accuracy(True), accuracy(False)
+    assert fitted >= 0.75 and fitted > random_head + 0.25, (fitted, random_head)
 
 
 def test_pretrain_keeps_weights_and_logs_knn():
