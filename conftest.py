@@ -82,3 +82,28 @@ UNLISTED_COST = 20
 def pytest_collection_modifyitems(items):
     # A stable sort: each file's tests stay together and in their order.
     items.sort(key=lambda item: -SMOKE_COST.get(item.path.stem, UNLISTED_COST))
+
+
+# Debian's Chromium (apt-get install chromium; no browser download works offline), driven by Playwright:
+# the browser tests (the built book, the demo page) each open their pages in it.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    import shutil
+
+    executable = shutil.which("chromium") or CHROMIUM
+    if not os.path.exists(executable):
+        if os.environ.get("CI"):
+            pytest.fail("Chromium is missing: .ci/run installs it with apt-get.")
+        pytest.skip("Chromium is not installed (apt-get install -y chromium) for the in-browser checks.")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS,
+                                             headless=True)
+        yield browser
+        browser.close()

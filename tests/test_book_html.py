@@ -8,7 +8,6 @@ pages is a failure); in `make test` it checks the last build in _build/html, if 
 
 import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -52,28 +51,15 @@ def test_no_chapter_page_shows_tensorflow_startup_log():
     assert not found, f"TensorFlow start-up log in the built book: {found}"
 
 
-# What a reader sees in a browser (Debian's Chromium, driven by Playwright, offline: file:// pages only).
+# What a reader sees in a browser (Chromium from conftest.py's fixture, offline: file:// pages only).
 # `make book` runs these on the book it built; in `make test` they check the last build, if any.
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--no-first-run", "--disable-sync"]
-
-
 @pytest.fixture(scope="module")
-def browser_page():
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI"):
-            pytest.fail("Chromium is missing: .ci/run installs it with apt-get.")
-        pytest.skip("Chromium is not installed (apt-get install -y chromium) for the in-browser checks.")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        context = browser.new_context(viewport={"width": 1280, "height": 900}, offline=True)
-        page = context.new_page()
-        page.set_default_timeout(30_000)
-        yield page
-        browser.close()
+def browser_page(chromium):
+    context = chromium.new_context(viewport={"width": 1280, "height": 900}, offline=True)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    yield page
+    context.close()
 
 
 def html_root():

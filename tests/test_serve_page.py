@@ -2,9 +2,6 @@
 which .ci/run does) driven by Playwright, on 127.0.0.1 only. The page loads and names the model, an
 uploaded PNG shows the top-k classes as bars, a file that is not an image shows the server's error."""
 
-import os
-import shutil
-
 import numpy as np
 import pytest
 from tensorflow import keras
@@ -12,10 +9,6 @@ from tensorflow import keras
 from cifar_course import export as E
 from cifar_course import serve as S
 from cifar_course.models import build_small_cnn
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--no-first-run"]
 
 
 @pytest.fixture(scope="module")
@@ -29,20 +22,12 @@ def url(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(url):
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI"):
-            pytest.fail("Chromium is missing: .ci/run installs it with apt-get.")
-        pytest.skip("Chromium is not installed (apt-get install -y chromium); CI installs it.")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        page = browser.new_page()
-        page.set_default_timeout(15_000)
-        page.goto(url + "/")
-        yield page
-        browser.close()
+def page(url, chromium):
+    page = chromium.new_page()
+    page.set_default_timeout(15_000)
+    page.goto(url + "/")
+    yield page
+    page.close()
 
 
 def test_page_loads_and_names_the_model(page):
