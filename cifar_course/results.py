@@ -47,19 +47,41 @@ def reference_dir() -> Path:
 
 
 def hardware() -> dict:
-    """CPU model and cores, and any GPUs TensorFlow sees."""
+    """CPU model, its vector units (they set CPU speed: AVX-512-BF16 runs bfloat16 several times faster
+    than AVX2 alone), cores, and any GPUs TensorFlow sees."""
     cpu = platform.processor() or platform.machine()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        cpu = cpu_label(Path("/proc/cpuinfo").read_text())
     except OSError:
         pass
     import tensorflow as tf
 
     gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
     return {"cpu": cpu, "cores": os.cpu_count(), "gpus": gpus}
+
+
+def cpu_label(cpuinfo: str) -> str:
+    """ "AMD EPYC (family 25 model 1, AVX2)" from /proc/cpuinfo's first processor: a bare model name
+    such as "AMD EPYC" covers machines that differ two- to four-fold in speed here."""
+    fields = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            break
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    name, flags = fields.get("model name", "unknown CPU"), set(fields.get("flags", "").split())
+    if "avx512_bf16" in flags:
+        units = "AVX-512 with BF16"
+    elif "avx512f" in flags:
+        units = "AVX-512"
+    elif "avx2" in flags:
+        units = "AVX2"
+    else:
+        units = "no AVX2"
+    if "amx_bf16" in flags:
+        units += ", AMX"
+    model = f"family {fields['cpu family']} model {fields['model']}, " if "cpu family" in fields else ""
+    return f"{name} ({model}{units})"
 
 
 def versions() -> dict:

@@ -205,3 +205,13 @@ def test_reference_runtime_reads_the_record_or_says_there_is_none(tmp_path, monk
     assert cc.reference_runtime("07_gradcam") == (
         "5.1 minutes in the reference run (quick profile, real CIFAR-10, AMD EPYC, 2 cores, 2026-11-23)")
     assert cc.format_duration(42.4) == "42 s"
+
+
+def test_cpu_label_names_the_vector_units_that_set_the_speed():
+    epyc = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\n" \
+           "model name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma\n\nprocessor\t: 1\nflags\t: avx512f\n"
+    assert results.cpu_label(epyc) == "AMD EPYC (family 25 model 1, AVX2)"
+    xeon = "cpu family\t: 6\nmodel\t\t: 143\nmodel name\t: Intel(R) Xeon(R) Platinum 8481C\n" \
+           "flags\t\t: avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+    assert results.cpu_label(xeon) == "Intel(R) Xeon(R) Platinum 8481C (family 6 model 143, AVX-512 with BF16, AMX)"
+    assert results.cpu_label("model name\t: Some CPU\nflags\t: sse2\n") == "Some CPU (no AVX2)"
