@@ -110,8 +110,8 @@ if not SERVING_ONLY:
     from .tables import markdown_table, show_table  # noqa: E402
     from .results import (  # noqa: E402
         REFERENCE_DATA, chapter_summary, compare_with_reference, format_duration, load_results,
-        promote_results, record, reference, reference_figure, reference_runtime, reference_sweep_time,
-        results_table, save_figure, select_figures, show_reference_figure, show_reference_provenance,
+        promote_results, record, reference, reference_figure, reference_provenance, reference_runtime,
+        reference_sweep_time, results_table, save_figure, select_figures, show_reference_figure, show_reference_provenance,
     )
 
     # ------------------------------------------------------------------------------------------------
@@ -180,7 +180,8 @@ __all__ = _SERVING_NAMES if SERVING_ONLY else _SERVING_NAMES + [
     "plot_mistakes", "plot_reliability", "plot_schedule",
     "markdown_table", "show_table",
     "REFERENCE_DATA", "chapter_summary", "compare_with_reference", "load_results", "promote_results",
-    "record", "reference", "reference_figure", "reference_runtime", "reference_sweep_time",
+    "record", "reference", "reference_figure", "reference_provenance", "reference_runtime",
+    "reference_sweep_time",
     "results_table", "save_figure", "select_figures", "show_reference_figure", "format_duration",
     "show_reference_provenance",
     # topic modules

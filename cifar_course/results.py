@@ -172,6 +172,33 @@ def reference_sweep_time(profile="quick") -> dict:
             "missing": missing}
 
 
+def _edit_mark(rec: dict) -> str:
+    """How a record was changed after its run ("" if it is as the run wrote it), from its notes."""
+    notes = rec.get("notes", "")
+    if "corrected" in notes:
+        return "its metric keys corrected by hand"
+    if "written from the run's log" in notes:
+        return "rebuilt from the run's log after its file was overwritten"
+    return ""
+
+
+def reference_provenance(profile="quick") -> str:
+    """A sentence on the committed reference records as they stand: how many there are, how many name
+    the commit they ran at, which were edited after their run (named), and over which dates."""
+    records = [json.loads(p.read_text()) for p in sorted((reference_dir() / config.resolve(profile).name)
+                                                          .glob("*.json"))]
+    if not records:
+        return "No reference record is committed yet."
+    with_commit = sum(1 for r in records if r.get("commit", "not recorded") != "not recorded")
+    edited = [f"{r['chapter']} ({_edit_mark(r)})" for r in records if _edit_mark(r)]
+    dates = sorted(r["date"][:10] for r in records)
+    text = (f"{len(records)} reference records, run between {dates[0]} and {dates[-1]}; "
+            f"{with_commit} name the commit they ran at")
+    text += (f"; edited after their run, and marked so where shown: {', '.join(edited)}." if edited
+             else "; none was edited after its run.")
+    return text
+
+
 def format_duration(seconds: float) -> str:
     """A wall time as a reader says it: "45 s" under 90 seconds, else "3.5 minutes"."""
     seconds = float(seconds)
@@ -429,12 +456,8 @@ def _run_label(rec: dict) -> str:
 
 def _reference_label(rec: dict) -> str:
     """Profile, data, machine, date and commit of a reference record, and whether it was edited."""
-    hw, notes = rec["hardware"], rec.get("notes", "")
-    edited = ""
-    if "corrected" in notes:
-        edited = " (its metric keys were corrected by hand after the run; the next sweep regenerates it)"
-    elif "written from the run's log" in notes:
-        edited = " (rebuilt from the run's log after its file was overwritten; the next sweep regenerates it)"
+    hw, mark = rec["hardware"], _edit_mark(rec)
+    edited = f" ({mark}; the next run regenerates it)" if mark else ""
     return (f"{rec['profile']} profile on real CIFAR-10 ({data_label(rec['data_source'])}), "
             f"{hw['cpu']} x{hw['cores']}, {rec['date'][:10]}, commit {rec.get('commit', 'not recorded')}"
             f"{edited}")

@@ -215,3 +215,19 @@ def test_cpu_label_names_the_vector_units_that_set_the_speed():
            "flags\t\t: avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
     assert results.cpu_label(xeon) == "Intel(R) Xeon(R) Platinum 8481C (family 6 model 143, AVX-512 with BF16, AMX)"
     assert results.cpu_label("model name\t: Some CPU\nflags\t: sse2\n") == "Some CPU (no AVX2)"
+
+
+def test_reference_provenance_counts_commits_and_names_edited_records(tmp_path, monkeypatch):
+    monkeypatch.setenv(results.REFERENCES_ENV, str(tmp_path))
+    (tmp_path / "quick").mkdir()
+    assert cc.reference_provenance() == "No reference record is committed yet."
+    runs = {"01_a": {"commit": "abc", "date": "2026-12-01T10:00:00", "notes": ""},
+            "02_b": {"date": "2026-11-23T09:00:00", "notes": "written from the run's log (overwritten)"}}
+    for name, rec in runs.items():
+        (tmp_path / "quick" / f"{name}.json").write_text(json.dumps({"chapter": name, **rec}))
+    assert cc.reference_provenance() == (
+        "2 reference records, run between 2026-11-23 and 2026-12-01; 1 name the commit they ran at; "
+        "edited after their run, and marked so where shown: 02_b (rebuilt from the run's log after its "
+        "file was overwritten).")
+    (tmp_path / "quick" / "02_b.json").write_text(json.dumps({"chapter": "02_b", **runs["01_a"]}))
+    assert cc.reference_provenance().endswith("2 name the commit they ran at; none was edited after its run.")
