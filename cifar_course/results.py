@@ -316,7 +316,15 @@ def data_label(data_source: str) -> str:
 
 
 def commit() -> str:
-    """The git commit the run used ("+local changes" when the tree differed), or "not recorded"."""
+    """The git commit whose code this process runs ("+local changes" when the tree differed), or "not
+    recorded". Read once, when the package is imported: a checkout during a long run must not relabel it."""
+    global _COMMIT
+    if _COMMIT is None:
+        _COMMIT = _read_commit()
+    return _COMMIT
+
+
+def _read_commit() -> str:
     import subprocess
 
     def git(*args):
@@ -329,6 +337,10 @@ def commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return "not recorded"
     return head + (" +local changes" if dirty else "")
+
+
+_COMMIT = None
+commit()
 
 
 def figure_provenance(chapter: str, name: str, data_source: str, profile=None) -> dict:

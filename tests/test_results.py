@@ -231,3 +231,11 @@ def test_reference_provenance_counts_commits_and_names_edited_records(tmp_path, 
         "file was overwritten).")
     (tmp_path / "quick" / "02_b.json").write_text(json.dumps({"chapter": "02_b", **runs["01_a"]}))
     assert cc.reference_provenance().endswith("2 name the commit they ran at; none was edited after its run.")
+
+
+def test_the_commit_is_read_when_the_package_is_imported(monkeypatch):
+    # A checkout during a long run (a reference sweep in a worktree) must not relabel the run's records.
+    at_import = results.commit()
+    assert at_import != "not recorded"  # this clone is a git checkout
+    monkeypatch.setattr(results, "_read_commit", lambda: "another commit")
+    assert results.commit() == at_import
