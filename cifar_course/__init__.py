@@ -111,7 +111,8 @@ if not SERVING_ONLY:
     from .results import (  # noqa: E402
         REFERENCE_DATA, chapter_summary, compare_with_reference, format_duration, load_results,
         promote_results, record, reference, reference_figure, reference_provenance, reference_runtime,
-        reference_sweep_time, results_table, save_figure, select_figures, show_reference_figure, show_reference_provenance,
+        reference_sweep_time, results_table, save_figure, select_figures, show_reference_figure,
+        show_reference_provenance,
     )
 
     # ------------------------------------------------------------------------------------------------

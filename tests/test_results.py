@@ -213,7 +213,8 @@ def test_cpu_label_names_the_vector_units_that_set_the_speed():
     assert results.cpu_label(epyc) == "AMD EPYC (family 25 model 1, AVX2)"
     xeon = "cpu family\t: 6\nmodel\t\t: 143\nmodel name\t: Intel(R) Xeon(R) Platinum 8481C\n" \
            "flags\t\t: avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
-    assert results.cpu_label(xeon) == "Intel(R) Xeon(R) Platinum 8481C (family 6 model 143, AVX-512 with BF16, AMX)"
+    assert results.cpu_label(xeon) == (
+        "Intel(R) Xeon(R) Platinum 8481C (family 6 model 143, AVX-512 with BF16, AMX)")
     assert results.cpu_label("model name\t: Some CPU\nflags\t: sse2\n") == "Some CPU (no AVX2)"
 
 
