@@ -104,6 +104,21 @@ def test_baseline_with_batchnorm_keeps_its_shapes_and_trades_biases_for_batchnor
     assert with_bn.output_shape == plain.output_shape == (None, 10)
 
 
+def test_baseline_bn_momentum_sets_how_far_one_batch_moves_the_running_statistics():
+    x = tf.random.stateless_uniform((16, 32, 32, 3), seed=(1, 2))
+    moved = {}
+    for momentum in (0.99, 0.9):
+        net = build_baseline_cnn(batchnorm=True, bn_momentum=momentum)
+        bn = next(layer for layer in net.layers if isinstance(layer, tf.keras.layers.BatchNormalization))
+        conv = net.layers[1]  # the first convolution, whose output the first BatchNorm sees
+        batch_mean = tf.reduce_mean(conv(x), axis=(0, 1, 2))
+        net(x, training=True)  # one forward pass in training mode updates the running mean
+        moved[momentum] = bn.moving_mean.numpy()
+        np.testing.assert_allclose(moved[momentum], (1 - momentum) * batch_mean.numpy(), rtol=1e-4,
+                                   atol=1e-6)
+    assert np.abs(moved[0.9]).sum() > 5 * np.abs(moved[0.99]).sum()
+
+
 def _bn(c):
     return 4 * c  # gamma, beta, moving mean, moving variance
 
