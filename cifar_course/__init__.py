@@ -110,7 +110,7 @@ if not SERVING_ONLY:
     from .tables import markdown_table, show_table  # noqa: E402
     from .results import (  # noqa: E402
         REFERENCE_DATA, chapter_summary, compare_with_reference, format_duration, load_results,
-        promote_results, record, reference, reference_figure, reference_provenance, reference_runtime,
+        overview_accuracies, promote_results, record, reference, reference_figure, reference_provenance, reference_runtime,
         reference_sweep_time, results_table, save_figure, select_figures, show_reference_figure,
         show_reference_provenance,
     )
@@ -184,6 +184,7 @@ __all__ = _SERVING_NAMES if SERVING_ONLY else _SERVING_NAMES + [
     "record", "reference", "reference_figure", "reference_provenance", "reference_runtime",
     "reference_sweep_time",
     "results_table", "save_figure", "select_figures", "show_reference_figure", "format_duration",
+    "overview_accuracies",
     "show_reference_provenance",
     # topic modules
     "StochasticDepth", "cutmix", "cutmix_boxes", "cutout", "l2", "mean_and_spread", "measure_gap", "mixup",

@@ -308,6 +308,36 @@ HEADLINE_METRICS = {
 }
 
 
+# One accuracy per chapter for the course's closing overview: (record, metric, what was measured).
+OVERVIEW_ACCURACIES = [
+    ("02_baseline_cnn", "test_accuracy", "baseline CNN (test)"),
+    ("03_residual_attention", "ResNet-20 test_accuracy", "ResNet-20 (test)"),
+    ("04_regularization", "val_acc_mean_best", "best regularizer (validation)"),
+    ("05_evaluation", "top1_accuracy", "small CNN (test)"),
+    ("07_gradcam", "test_accuracy", "Grad-CAM's network (test)"),
+    ("08_shortcuts_robustness", "adv_pgd10_accuracy", "adversarially trained, under PGD-10"),
+    ("09_lightweighting", "pruned_int8_accuracy", "pruned and int8 (test)"),
+    ("10_deployment", "keras_accuracy", "the deployed network (test)"),
+    ("11_simclr", "finetune_10pct_simclr", "SimCLR, 10% of the labels (test)"),
+    ("12_distillation", "student_distilled_accuracy", "distilled student (test)"),
+    ("13_federated", "fedavg_noniid_accuracy", "FedAvg, non-IID clients (test)"),
+    ("flagship_5min", "test_accuracy_tta", "flagship, 5-minute budget (test)"),
+    ("flagship_15min", "test_accuracy_tta", "flagship, 15-minute budget (test)"),
+]
+
+
+def overview_accuracies(profile="quick") -> list[dict]:
+    """The accuracy each chapter's reference run reached on real CIFAR-10, one row per chapter with a
+    record (record, what, accuracy, date): the course's techniques on one axis, for its last page."""
+    rows = []
+    for name, metric, what in OVERVIEW_ACCURACIES:
+        rec = reference(name, profile)
+        if rec and not rec["synthetic"] and metric in rec["metrics"]:
+            rows.append({"record": name, "what": what, "accuracy": float(rec["metrics"][metric]),
+                         "date": rec["date"][:10]})
+    return rows
+
+
 def data_label(data_source: str) -> str:
     """What a run trained on, without local paths: "SYNTHETIC stand-in" or e.g. "cifar10 image folder"."""
     if data_source.startswith("synthetic"):

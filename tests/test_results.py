@@ -240,3 +240,20 @@ def test_the_commit_is_read_when_the_package_is_imported(monkeypatch):
     assert at_import != "not recorded"  # this clone is a git checkout
     monkeypatch.setattr(results, "_read_commit", lambda: "another commit")
     assert results.commit() == at_import
+
+
+def test_overview_accuracies_reads_real_data_records_only(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "REFERENCE_DIR", tmp_path / "ref")
+    monkeypatch.setenv("CIFAR_COURSE_RESULTS", str(tmp_path / "run"))
+    quick = cc.profile("quick")
+    cc.record("02_baseline_cnn", {"test_accuracy": 0.72}, "cifar10 image folder (/data)", profile=quick)
+    cc.record("05_evaluation", {"ece": 0.01}, "cifar10 image folder (/data)", profile=quick)  # no top-1
+    cc.record("12_distillation", {"student_distilled_accuracy": 0.5}, "cifar10 image folder", profile=quick)
+    cc.promote_results("quick")
+    # a synthetic record slipped into the folder by hand is not a result on CIFAR-10
+    fake = json.loads((tmp_path / "ref" / "quick" / "12_distillation.json").read_text())
+    fake["synthetic"] = True
+    (tmp_path / "ref" / "quick" / "12_distillation.json").write_text(json.dumps(fake))
+    rows = cc.overview_accuracies()
+    assert [(r["record"], r["accuracy"]) for r in rows] == [("02_baseline_cnn", 0.72)]
+    assert rows[0]["what"] == "baseline CNN (test)" and len(rows[0]["date"]) == 10
