@@ -69,7 +69,7 @@ def pytest_collect_file(file_path, parent):
 SMOKE_COST = {
     "04_regularization": 410, "08_shortcuts_robustness": 271, "test_compress": 186,
     "13_federated": 161, "03_residual_attention": 160, "06_troubleshooting": 136, "11_simclr": 130,
-    "09_lightweighting": 130, "test_robustness": 116, "12_distillation": 110, "test_results": 105,
+    "09_lightweighting": 130, "test_robustness": 116, "12_distillation": 60, "test_results": 105,
     "test_flagship": 103, "test_federated": 100, "07_gradcam": 86, "05_evaluation": 80,
     "10_deployment": 78, "test_gradcam": 69, "01_data": 61, "test_book_cache": 54, "test_train": 47,
     "test_models": 47, "14_next_steps": 45, "02_baseline_cnn": 35, "test_synthetic": 35,
