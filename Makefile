@@ -29,7 +29,7 @@ export TF_CPP_MIN_LOG_LEVEL = 3
 # Environment-level Jupyter paths (.venv's kernels) before the user's (~/.local/share/jupyter).
 export JUPYTER_PREFER_ENV_PATH = 1
 
-.PHONY: book book-publish book-student test lab lock benchmark chapter clean serve-model
+.PHONY: book book-publish book-student test lab lock benchmark chapter clean references serve-model
 
 $(BIN)/.synced: pyproject.toml uv.lock tools/bootstrap.sh
 	PYTHON=$(PYTHON) tools/bootstrap.sh
@@ -106,6 +106,13 @@ chapter: $(BIN)/.synced
 	$(BIN)/jupytext --to ipynb --output _build/executed/$(notdir $(basename $(CHAPTER))).ipynb $(CHAPTER)
 	CIFAR_COURSE_PROFILE=$(PROFILE) $(BIN)/jupyter-execute --inplace --timeout=-1 \
 	  _build/executed/$(notdir $(basename $(CHAPTER))).ipynb
+
+# Regenerate the reference results in one sweep (tools/reference_sweep.py): the recording chapters (or
+# CHAPTERS="02_baseline_cnn 11_simclr") in the quick profile on real CIFAR-10, one at a time under the
+# lock file /tmp/heavy.lock, from a clean committed tree; only chapters with no error are promoted into
+# book/reference_results. Several hours on a 2-core CPU (the sum of the records' times: book/setup.md).
+references: $(BIN)/.synced
+	CIFAR_COURSE_DATA="$(CIFAR_COURSE_DATA)" $(BIN)/python tools/reference_sweep.py $(CHAPTERS)
 
 # Real CIFAR-10 needed (CIFAR_COURSE_DATA); about 30 minutes on a 2-core CPU.
 benchmark: $(BIN)/.synced

@@ -74,7 +74,7 @@ SMOKE_COST = {
     "10_deployment": 78, "test_gradcam": 69, "01_data": 61, "test_book_cache": 54, "test_train": 47,
     "test_models": 47, "14_next_steps": 45, "02_baseline_cnn": 35, "test_synthetic": 35,
     "test_bootstrap": 31, "test_exercises_student_edition": 26, "test_simclr": 26, "test_lab": 24,
-    "test_exercises": 16, "test_imports": 13, "test_serve_slim": 13, "test_serve": 12,
+    "test_exercises": 16, "test_imports": 13, "test_reference_sweep": 28, "test_serve_slim": 13, "test_serve": 12,
 }
 UNLISTED_COST = 20
 
