@@ -125,6 +125,22 @@ def test_fine_tune_probe_first_fits_the_head_before_end_to_end_training():
     assert fitted >= 0.75 and fitted > random_head + 0.25, (fitted, random_head)
 
 
+def test_fine_tune_decays_its_rate_to_zero_by_default():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
+    y = np.repeat(np.arange(4), 16)
+    rates = {}
+    for schedule in ("cosine", "constant"):
+        encoder = simclr.encoder_from(cc.build_small_cnn(width=4))
+        kwargs = {} if schedule == "cosine" else {"schedule": schedule}
+        model = simclr.fine_tune(encoder, x, y, 2, batch_size=32, learning_rate=1e-3, augment=None,
+                                 **kwargs)
+        lr = model.optimizer.learning_rate
+        steps = model.optimizer.iterations
+        rates[schedule] = float(lr(steps) if callable(lr) else lr)
+    assert rates["cosine"] < 1e-5 and rates["constant"] == pytest.approx(1e-3), rates
+
+
 def test_pretrain_keeps_weights_and_logs_knn():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
