@@ -65,19 +65,21 @@ def conv_bn_relu(x, filters: int, kernel_size: int = 3, strides: int = 1, name: 
 
 
 def build_small_cnn(num_classes: int = 10, width: int = 32, head: str = "gap", dropout: float = 0.0,
-                    logits: bool = False, input_shape=INPUT_SHAPE):
+                    logits: bool = False, input_shape=INPUT_SHAPE, bn_momentum: float = 0.99):
     """Three stages of two conv-BN-ReLU layers (width, 2*width, 4*width), max-pooling between them.
 
     head="gap" ends with global average pooling (few parameters); head="flatten" flattens the
     (8, 8, 4*width) map into a dense layer, the parameter-hungry way the baseline does it.
+    bn_momentum: as in build_baseline_cnn (0.99 averages over about 100 steps, 0.9 over 10: for runs
+    of a few dozen steps).
     """
     if head not in ("gap", "flatten"):
         raise ValueError(f"head must be 'gap' or 'flatten', got {head!r}")
     inputs = keras.Input(input_shape)
     x = inputs
     for stage, filters in enumerate((width, 2 * width, 4 * width)):
-        x = conv_bn_relu(x, filters, name=f"stage{stage + 1}a")
-        x = conv_bn_relu(x, filters, name=f"stage{stage + 1}b")
+        x = conv_bn_relu(x, filters, name=f"stage{stage + 1}a", bn_momentum=bn_momentum)
+        x = conv_bn_relu(x, filters, name=f"stage{stage + 1}b", bn_momentum=bn_momentum)
         if stage < 2:
             x = layers.MaxPooling2D()(x)  # 32 -> 16 -> 8
     if head == "gap":

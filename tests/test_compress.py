@@ -9,7 +9,7 @@ from tensorflow.keras import layers
 from cifar_course import compress as C
 from cifar_course import export as E
 from cifar_course import runtime as R
-from cifar_course.models import build_mobilenet_v2, build_separable_cnn, build_small_cnn
+from cifar_course.models import build_mobilenet_v2, build_separable_cnn, build_small_cnn, conv_bn_relu
 
 
 @pytest.fixture(scope="module")
@@ -20,11 +20,21 @@ def data():
     return x, y
 
 
+def build_two_stage_cnn(widths=(32, 64)):
+    """build_small_cnn's layer types (conv-BN-ReLU, max-pooling, global pooling, a softmax classifier) in
+    two stages: 10 layers instead of its 23, with about the weights of build_small_cnn(width=8) (20,330
+    against 18,850). Conversion, QAT and pruning wrappers cost time per layer, not per weight."""
+    inputs = keras.Input((32, 32, 3))
+    x = layers.MaxPooling2D()(conv_bn_relu(inputs, widths[0], name="stage1"))  # (16, 16, 32)
+    x = layers.GlobalAveragePooling2D()(conv_bn_relu(x, widths[1], name="stage2"))  # (64,)
+    return keras.Model(inputs, layers.Dense(10, activation="softmax", name="classifier")(x))
+
+
 @pytest.fixture(scope="module")
 def tiny(data):
     x, y = data
     keras.utils.set_random_seed(0)
-    model = build_small_cnn(width=8)
+    model = build_two_stage_cnn()
     model.compile("adam", "sparse_categorical_crossentropy")
     model.fit(x, y, epochs=1, batch_size=32, verbose=0)
     return model

@@ -17,11 +17,12 @@ from cifar_course.gradcam import (
 def trained():
     """A small CNN trained for a few seconds on the synthetic stand-in, with the test split's masks."""
     cc.seed_everything(0)
-    data = cc.make_synthetic(3000, 300, masks=True)
+    data = cc.make_synthetic(1500, 300, masks=True)
     (x_train, y_train), (x_test, y_test) = data
-    model = cc.build_small_cnn(width=16)
-    # Batches of 32: enough steps for BatchNorm's moving statistics (momentum 0.99) to settle.
-    cc.train_model(model, cc.make_dataset(x_train, y_train, 32, training=True), epochs=4, learning_rate=2e-3,
+    # 372 steps of 16 images, BatchNorm momentum 0.9: the running statistics that inference uses have
+    # caught up (with Keras' 0.99 and batches of 32, 184 steps, test accuracy was 14%, near chance).
+    model = cc.build_small_cnn(width=16, bn_momentum=0.9)
+    cc.train_model(model, cc.make_dataset(x_train, y_train, 16, training=True), epochs=4, learning_rate=2e-3,
                    progress_every=None)
     x = cc.normalize(x_test).numpy()
     return model, x, y_test, data.masks[1]

@@ -119,6 +119,15 @@ def test_baseline_bn_momentum_sets_how_far_one_batch_moves_the_running_statistic
     assert np.abs(moved[0.9]).sum() > 5 * np.abs(moved[0.99]).sum()
 
 
+def test_small_cnn_bn_momentum_reaches_all_six_batchnorms():
+    def momenta(model):
+        bn = tf.keras.layers.BatchNormalization
+        return [layer.momentum for layer in model.layers if isinstance(layer, bn)]
+
+    assert momenta(build_small_cnn(width=4)) == [0.99] * 6  # Keras' default, unchanged
+    assert momenta(build_small_cnn(width=4, bn_momentum=0.9)) == [0.9] * 6
+
+
 def _bn(c):
     return 4 * c  # gamma, beta, moving mean, moving variance
 

@@ -37,11 +37,16 @@ find_uv() {
 }
 
 # pip inside a venv of our own is allowed under PEP 668; `python3 -m venv` needs the venv module
-# (Debian and Ubuntu ship it separately as python3-venv).
+# (Debian and Ubuntu ship it separately as python3-venv). Each interpreter is tried once: python3 is
+# usually a link to one of the others, and a second try of it would only repeat pip's retries.
 install_uv() {
-  local py said=""
+  local py path seen tried=() said=""
   for py in python3.11 python3 python3.13 python3.12; do
-    command -v "$py" >/dev/null 2>&1 || continue
+    path=$(command -v "$py" 2>/dev/null) || continue
+    for seen in ${tried[@]+"${tried[@]}"}; do
+      [ "$path" -ef "$seen" ] && continue 2  # the same file, through a symlink
+    done
+    tried+=("$path")
     rm -rf "$TOOLS"
     if ! said=$("$py" -m venv "$TOOLS" 2>&1); then
       said="$py -m venv: ${said##*$'\n'}"
