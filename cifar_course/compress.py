@@ -317,14 +317,18 @@ def time_tflite(model, x, batch_size: int = 1, repeats: int = 50, warmup: int = 
 def paired_latency(models: dict, x, batch_size: int = 1, repeats: int = 50, rounds: int = 3,
                    num_threads: int | None = 1) -> dict:
     """Median latency (ms per call at `batch_size`) of each {name: tflite bytes}, timed in turns: every
-    round times each model once, so a change in machine load between models hits all of them alike.
-    Returns {name: median over rounds of each round's median}; for comparisons of a few percent."""
+    round times each model once, so a change in machine load between models hits all of them alike, and
+    each round starts one model further on, so no model always runs first. Returns {name: median over
+    rounds of each round's median}; for comparisons of a few percent. The same file under two names is
+    an A/A control: their ratio is the noise."""
     runners = {name: TFLiteModel(content, num_threads) for name, content in models.items()}
-    times = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, runner in runners.items():
-            times[name].append(time_tflite(runner, x, batch_size, repeats)["latency_ms"])
-    return {name: float(np.median(t)) for name, t in times.items()}
+    names = list(runners)
+    times = {name: [] for name in names}
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            times[name].append(time_tflite(runners[name], x, batch_size, repeats)["latency_ms"])
+    return {name: float(np.median(times[name])) for name in names}
 
 
 def file_sizes(content) -> dict:

@@ -146,6 +146,15 @@ def test_paired_latency_times_every_model_in_turns(data, tflites):
     assert all(t > 0 for t in times.values())
 
 
+def test_paired_latency_rotates_which_model_runs_first(monkeypatch):
+    order = []
+    monkeypatch.setattr(C, "TFLiteModel", lambda content, num_threads: content)  # the runner is its name
+    monkeypatch.setattr(C, "time_tflite", lambda runner, *args: order.append(runner) or {"latency_ms": 1.0})
+    times = C.paired_latency({"a": "a", "b": "b", "c": "c"}, x=None, rounds=4)
+    assert times == {"a": 1.0, "b": 1.0, "c": 1.0}
+    assert order == ["a", "b", "c", "b", "c", "a", "c", "a", "b", "a", "b", "c"]
+
+
 def test_exports_agree_with_keras(tiny, data, tmp_path):
     x, _ = data
     stats = (np.zeros(3), np.ones(3))
