@@ -27,6 +27,8 @@ def test_every_data_chapter_shows_a_reference_figure_it_also_saves():
         assert slots, f"{chapter.name} shows no reference figure"
         assert slots <= saved, f"{chapter.name}: slots with no save_figure: {slots - saved}"
         assert {c for c, _ in slots} == {chapter.stem}, f"{chapter.name} names another chapter's figures"
+        committed = {(chapter.stem, png.stem) for png in (FIGURES / chapter.stem).glob("*.png")}
+        assert slots & committed, f"{chapter.name}: none of its reference figures is committed"
 
 
 def test_no_synthetic_caption_uses_cifar10_class_names():
