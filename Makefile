@@ -13,7 +13,10 @@ VENV = .venv
 BIN = $(VENV)/bin
 PROFILE ?= smoke
 # PROFILE: smoke | quick | full (see book/setup.md)
-TEST_WORKERS ?= 2
+# Three workers on two cores: smoke chapters are mostly single-threaded tracing (two workers kept 1.19 of
+# 2 cores busy). Whole suite on a 2-core AMD EPYC: 923 s with 3 workers, 1,213 s with 2 (an earlier
+# commit, before the faster fixtures of 6ae7d37: not a same-commit comparison).
+TEST_WORKERS ?= 3
 # A hung kernel or subprocess fails its test, named, after this many seconds (pytest-timeout) instead of
 # using up CI's time; each chapter cell is a test, also bounded by nbval's --nbval-cell-timeout.
 # Files start costliest first (conftest.py's SMOKE_COST; --no-loadscope-reorder keeps that order).
