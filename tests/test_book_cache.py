@@ -93,3 +93,35 @@ def test_the_generated_config_keeps_local_extensions_findable(tmp_path):
 
     folder = yaml.safe_load(written.read_text())["sphinx"]["local_extensions"]["student_edition"]
     assert Path(folder).is_absolute() and Path(folder) == (tmp_path / "book" / "_ext").resolve()
+
+
+def test_a_new_reference_record_or_package_change_empties_the_cache(tmp_path):
+    """jupyter-cache keys on the cells' code only: the glued reference numbers and the package's code
+    come from outside the cells, so a change to either must empty the profile's cache."""
+    spec = importlib.util.spec_from_file_location("book_config", ROOT / "tools" / "book_config.py")
+    book_config = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(book_config)
+    (tmp_path / "_config.yml").write_text(CONFIG)
+    record = tmp_path / "book" / "reference_results" / "quick" / "01_data.json"
+    record.parent.mkdir(parents=True)
+    record.write_text('{"metrics": {"accuracy": 0.5}}')
+    (tmp_path / "cifar_course").mkdir()
+    (tmp_path / "cifar_course" / "train.py").write_text("EPOCHS = 8\n")
+    cache = tmp_path / "_build" / ".jupyter_cache" / "smoke-synthetic"
+
+    def executed_output_kept(change=None):
+        if change:
+            change()
+        book_config.write_config(tmp_path, "smoke", "auto")
+        kept = (cache / "executed").exists()
+        (cache / "executed").mkdir(exist_ok=True)  # what a build leaves behind
+        return kept
+
+    assert not executed_output_kept()  # first build
+    assert executed_output_kept()  # nothing changed: the cache serves
+    assert not executed_output_kept(lambda: record.write_text('{"metrics": {"accuracy": 0.6}}'))
+    assert executed_output_kept()
+    package = tmp_path / "cifar_course"
+    assert not executed_output_kept(lambda: (package / "train.py").write_text("EPOCHS = 9\n"))
+    assert not executed_output_kept(lambda: (package / "new.py").write_text(""))
+    assert executed_output_kept(lambda: (tmp_path / "chapters").mkdir())  # elsewhere: cells' own key

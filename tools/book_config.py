@@ -6,12 +6,19 @@ CIFAR_COURSE_DATA, so with one cache a quick build after a smoke build would pub
 set to `_build/.jupyter_cache/<profile>-<data>`. A changed cache path is also a changed Sphinx
 configuration, so Sphinx re-reads every page instead of keeping the other profile's.
 
+The cache's keys also miss what the chapters read from outside their cells: the package's code
+(`cifar_course/`) and the committed reference records and figures (`book/reference_results/`, glued
+into the prose). The cache folder holds a fingerprint of those files, and a changed fingerprint empties
+it, so a build after a new reference sweep or a package change re-executes every chapter instead of
+showing the old numbers.
+
     python tools/book_config.py BOOK_DIR     (profile and data from the environment, as the chapters see them)
 """
 
 import hashlib
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -27,10 +34,39 @@ def cache_key(profile: str, data: str) -> str:
     return f"{profile}-{data}"
 
 
+INPUTS_OUTSIDE_THE_CELLS = ("cifar_course", "book/reference_results")
+FINGERPRINT = "inputs.sha1"
+
+
+def inputs_fingerprint(book: Path) -> str:
+    """SHA-1 over the names and bytes of every file the chapters read besides their own cells."""
+    digest = hashlib.sha1()
+    for folder in INPUTS_OUTSIDE_THE_CELLS:
+        for path in sorted((book / folder).rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                digest.update(str(path.relative_to(book)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def refresh_cache(cache: Path, fingerprint: str) -> bool:
+    """Empty `cache` when its outputs came from other inputs; True when it was emptied."""
+    stamp = cache / FINGERPRINT
+    stale = cache.exists() and (not stamp.exists() or stamp.read_text() != fingerprint)
+    if stale:
+        shutil.rmtree(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint)
+    return stale
+
+
 def write_config(book: Path, profile: str, data: str) -> Path:
     config = yaml.safe_load((book / "_config.yml").read_text())
     key = cache_key(profile, data)
-    config.setdefault("execute", {})["cache"] = str((book / "_build" / ".jupyter_cache" / key).resolve())
+    cache = (book / "_build" / ".jupyter_cache" / key).resolve()
+    if refresh_cache(cache, inputs_fingerprint(book)):
+        print(f"book_config: the package or reference records changed since {key}'s last build: "
+              "every chapter re-executes", file=sys.stderr)
+    config.setdefault("execute", {})["cache"] = str(cache)
     # Jupyter Book resolves local extension folders against the config file, which now lives elsewhere.
     extensions = config.get("sphinx", {}).get("local_extensions") or {}
     for name, folder in extensions.items():
