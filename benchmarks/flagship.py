@@ -39,6 +39,8 @@ def main():
     parser.add_argument("--lookahead", type=int, choices=(0, 1))
     parser.add_argument("--alternating-flip", type=int, choices=(0, 1))
     parser.add_argument("--tta-level", type=int, choices=(0, 1, 2))
+    parser.add_argument("--low-resolution", type=int, help="progressive resizing: image size of the first epochs")
+    parser.add_argument("--low-resolution-epochs", type=int, help="how many epochs at --low-resolution")
     parser.add_argument("--sgd", action="store_true", help="cc.FLAGSHIP_SGD: airbench94's SGD and Lookahead")
     parser.add_argument("--muon-lr", type=float, help="Muon's step size at the start (recipe: 0.24)")
     parser.add_argument("--eval-every", type=int, default=1)
@@ -50,6 +52,7 @@ def main():
         "weight_decay": args.weight_decay, "activation": args.activation,
         "widths": args.widths and tuple(int(w) for w in args.widths.split(",")),
         "bias_scaler": args.bias_scaler, "tta_level": args.tta_level,
+        "low_resolution": args.low_resolution, "low_resolution_epochs": args.low_resolution_epochs,
         "lookahead": None if args.lookahead is None else bool(args.lookahead),
         "alternating_flip": None if args.alternating_flip is None else bool(args.alternating_flip),
     }.items() if v is not None}
@@ -80,7 +83,8 @@ def main():
         metrics["test_accuracy_by_epoch"] = [row["test_acc"] for row in rows]
     met = final["test_acc"] >= GOALS[args.budget][0] and final["train_time_s"] <= GOALS[args.budget][1]
     print(f"goal {GOALS[args.budget]}: {'met' if met else 'NOT met'}")
-    name = f"flagship_{args.budget}" + ("_sgd" if recipe["optimizer"] == "sgd" else "")
+    name = (f"flagship_{args.budget}" + ("_sgd" if recipe["optimizer"] == "sgd" else "")
+            + (f"_seed{args.seed}" if args.seed else ""))  # seed 0's record keeps the plain name
     path = cc.record(name, metrics, data.source, wall_time,
                      profile=cc.profile(args.profile),
                      notes=f"benchmarks/flagship.py, seed {args.seed}, recipe {json.dumps(recipe)}")

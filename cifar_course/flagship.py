@@ -60,6 +60,10 @@ def flagship_recipe(profile=None, **overrides) -> dict:
         "translate": 2,  # random shift by up to 2 pixels (reflect padding), plus horizontal flips:
         "alternating_flip": True,  # each image's flip alternates between epochs (airbench)
         "activation": "gelu",
+        # Progressive resizing: the first `low_resolution_epochs` epochs see the images scaled down to
+        # `low_resolution` pixels (None: never), which costs about (size / 32)^2 of a full epoch.
+        "low_resolution": None,
+        "low_resolution_epochs": 0,
         "mixed_precision": prof.choose(smoke=None, quick="mixed_bfloat16", full="mixed_float16"),
         "jit_compile": prof.choose(smoke=False, quick=False, full=True),  # XLA
         # Test-time augmentation: 0 none, 1 the image and its mirror, 2 also both shifted by one pixel.
@@ -183,16 +187,26 @@ def init_whitening(model, images, eps: float = 5e-4, layer: str = "whiten"):
 
 
 def make_alternating_flip_dataset(x, y, epochs: int, batch_size: int, pad: int = 2, stats=None,
-                                  seed: int = 0):
+                                  seed: int = 0, sizes=None):
     """Training batches for all `epochs` at once (fit with steps_per_epoch=len(x) // batch_size), with
     airbench's alternating flip: each image is mirrored at random once, and then every odd epoch all of
     them are, so each image is seen in both orientations in turn instead of by a coin toss per epoch.
     Each image is also shifted by up to `pad` pixels (reflect padding), anew every epoch.
+
+    sizes: the image size of each epoch (progressive resizing; None: the images' own). Smaller images
+    are scaled down with antialiasing after the shift, and the batches' height and width are left
+    unknown, so the model needs input_shape=(None, None, 3).
     """
     x, y = np.asarray(x), np.asarray(y).reshape(-1).astype(np.int32)
     if len(x) != len(y):
         raise ValueError(f"{len(x)} images but {len(y)} labels.")
     n = len(x)
+    if sizes is not None:
+        sizes = [int(s) for s in sizes]
+        if len(sizes) != epochs or min(sizes) < 8:
+            raise ValueError(f"sizes needs one image size of at least 8 pixels per epoch ({epochs}), "
+                             f"got {sizes!r}")
+        sizes = tf.constant(sizes, tf.int32)
     mirrored_first = np.random.default_rng(seed).random(n) < 0.5
     x = np.where(mirrored_first[:, None, None, None], x[:, :, ::-1], x)
     ds = tf.data.Dataset.from_tensor_slices((x, y)).cache()
@@ -204,6 +218,10 @@ def make_alternating_flip_dataset(x, y, epochs: int, batch_size: int, pad: int =
         odd_epoch = (index // n) % 2 == 1  # (B,): the epoch each image belongs to
         images = tf.where(odd_epoch[:, None, None, None], tf.reverse(images, axis=[2]), images)
         images = pad_crop_flip(images, pad=pad, flip=False)
+        if sizes is not None:  # the batch's first image decides the epoch it belongs to
+            size = sizes[tf.minimum(index[0] // n, epochs - 1)]
+            images = tf.cond(size == tf.shape(images)[1], lambda: images,
+                             lambda: tf.image.resize(images, [size, size], antialias=True))
         return normalize(images, stats), labels
 
     ds = ds.batch(batch_size, drop_remainder=True)
@@ -333,6 +351,17 @@ class EpochEval(keras.callbacks.Callback):
 # Training: everything above, in order
 
 
+def resolution_per_epoch(recipe: dict, full_size: int):
+    """The image size of every epoch under the recipe's progressive resizing, or None without it."""
+    low, low_epochs = recipe["low_resolution"], recipe["low_resolution_epochs"]
+    if not low or not low_epochs:
+        return None
+    if not 8 <= low <= full_size or not 0 < low_epochs < recipe["epochs"]:
+        raise ValueError(f"low_resolution must lie in [8, {full_size}] pixels and low_resolution_epochs "
+                         f"in [1, epochs - 1 = {recipe['epochs'] - 1}], got {low} and {low_epochs}")
+    return [low] * low_epochs + [full_size] * (recipe["epochs"] - low_epochs)
+
+
 def train_flagship(data, recipe: dict | None = None, eval_every: int | None = None, callbacks=(),
                    progress_every: int | None = 1, seed: int = 0):
     """Train the flagship network on `data` (cc.load_cifar10 splits) with `recipe` (flagship_recipe()).
@@ -350,13 +379,17 @@ def train_flagship(data, recipe: dict | None = None, eval_every: int | None = No
         stats = channel_stats(x_train)
         translate, batch_size = recipe["translate"], recipe["batch_size"]
         steps_per_epoch = len(x_train) // batch_size
+        sizes = resolution_per_epoch(recipe, x_train.shape[1])
         if recipe["alternating_flip"]:
             train_ds = make_alternating_flip_dataset(x_train, y_train, recipe["epochs"], batch_size,
-                                                     pad=translate, stats=stats, seed=seed)
+                                                     pad=translate, stats=stats, seed=seed, sizes=sizes)
+        elif sizes:
+            raise ValueError("progressive resizing (low_resolution) needs alternating_flip=True")
         else:
             train_ds = make_dataset(x_train, y_train, batch_size=batch_size, training=True, stats=stats,
                                     augment=lambda b: pad_crop_flip(b, pad=translate), seed=seed)
-        model = build_flagship(widths=recipe["widths"], activation=recipe["activation"])
+        model = build_flagship(widths=recipe["widths"], activation=recipe["activation"],
+                               input_shape=(None, None, 3) if sizes else x_train.shape[1:])
         # A random sample: loaders may return images sorted by class.
         sample = np.random.default_rng(seed).choice(len(x_train), min(5000, len(x_train)), replace=False)
         init_whitening(model, normalize(x_train[np.sort(sample)], stats).numpy())

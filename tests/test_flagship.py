@@ -79,6 +79,20 @@ def test_alternating_flip_mirrors_every_image_on_odd_epochs():
     np.testing.assert_array_equal(epochs[2], epochs[0])
 
 
+def test_progressive_resizing_shrinks_the_first_epochs_only():
+    x = np.random.default_rng(0).integers(0, 256, (20, 32, 32, 3)).astype("uint8")
+    ds = cc.make_alternating_flip_dataset(x, np.arange(20), epochs=3, batch_size=10, pad=0,
+                                          sizes=[16, 16, 32])
+    assert [tuple(images.shape) for images, _ in ds] == [(10, 16, 16, 3)] * 4 + [(10, 32, 32, 3)] * 2
+    recipe = cc.flagship_recipe("smoke", epochs=5, low_resolution=24, low_resolution_epochs=2)
+    assert cc.flagship.resolution_per_epoch(recipe, 32) == [24, 24, 32, 32, 32]
+    assert cc.flagship.resolution_per_epoch(cc.flagship_recipe("smoke"), 32) is None
+    with pytest.raises(ValueError, match="low_resolution_epochs"):
+        cc.flagship.resolution_per_epoch({**recipe, "low_resolution_epochs": 5}, 32)
+    with pytest.raises(ValueError, match="one image size of at least 8 pixels per epoch"):
+        cc.make_alternating_flip_dataset(x, np.arange(20), epochs=3, batch_size=10, sizes=[16, 32])
+
+
 def test_alternating_flip_dataset_refuses_mismatched_labels():
     with pytest.raises(ValueError, match="10 images but 9 labels"):
         cc.make_alternating_flip_dataset(np.zeros((10, 8, 8, 3), "uint8"), np.zeros(9), epochs=1,
@@ -139,6 +153,14 @@ def test_train_flagship_learns_on_a_small_synthetic_run():
     assert rows[-1]["test_acc"] > 0.2  # chance is 0.1 (standard error 0.02 on 256 images)
     assert keras.mixed_precision.global_policy().name == "float32"  # switched back afterwards
     assert not model.get_layer("whiten").trainable
+
+
+def test_train_flagship_with_progressive_resizing_learns_and_evaluates_at_full_size():
+    data = cc.make_synthetic(512, 256, seed=0)
+    recipe = cc.flagship_recipe("smoke", epochs=3, low_resolution=16, low_resolution_epochs=2)
+    model, _, rows = cc.train_flagship(data, recipe, progress_every=None)
+    assert model.input_shape == (None, None, None, 3)
+    assert rows[-1]["test_acc"] > 0.2  # chance is 0.1 (standard error 0.02 on 256 images)
 
 
 def test_train_flagship_with_sgd_and_lookahead_learns_on_a_small_synthetic_run():
