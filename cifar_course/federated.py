@@ -157,18 +157,16 @@ def _alive(process) -> bool:
 def stop_workers(timeout: float = 10.0) -> int:
     """Stop every TFF worker this process started; return how many were running.
 
-    First the TFF way: install a fresh execution context, so the old one's service manager is collected
-    and interrupts its worker. Then SIGINT (and SIGKILL after `timeout`) whatever survives. Processes are
+    SIGINT first, then SIGKILL after `timeout` for whatever survives; then the TFF way: install a fresh
+    execution context, so the old one's service manager is collected and reaps its (stopped) worker.
+    The signals come first because that manager's clean-up sends SIGINT and waits with no timeout: a
+    worker that did not stop hung the whole process there (seen twice in full test runs). Processes are
     not reaped here (so no psutil.wait_procs): TFF's own Popen object does that, and would fail on a PID
     we had already reaped.
     """
     workers = _workers()
     if not workers:
         return 0
-    if "tensorflow_federated" in sys.modules:
-        with contextlib.suppress(Exception):
-            sys.modules["tensorflow_federated"].backends.native.set_sync_local_cpp_execution_context()
-        gc.collect()
     for sig in (signal.SIGINT, signal.SIGKILL):
         alive = [w for w in workers if _alive(w)]
         for worker in alive:
@@ -180,6 +178,10 @@ def stop_workers(timeout: float = 10.0) -> int:
             time.sleep(0.05)
         if not alive:
             break
+    if "tensorflow_federated" in sys.modules:
+        with contextlib.suppress(Exception):
+            sys.modules["tensorflow_federated"].backends.native.set_sync_local_cpp_execution_context()
+        gc.collect()
     return len(workers)
 
 

@@ -128,8 +128,13 @@ def _alive(pid: int) -> bool:
 def test_fedavg_runs_changes_weights_and_leaves_no_worker():
     # stdout is a pipe: a surviving worker would hold it open and communicate() would time out.
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=240,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    try:
+        proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
+                              timeout=240, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    except subprocess.TimeoutExpired as hung:  # the stacks faulthandler dumped, whole (bytes here)
+        said = [text.decode() if isinstance(text, bytes) else text or ""
+                for text in (hung.output, hung.stderr)]
+        pytest.fail(f"hung; stdout:\n{said[0]}\nstderr:\n{said[1]}")
     assert proc.returncode == 0, proc.stderr[-6000:]
     assert "Exception ignored" not in proc.stderr, proc.stderr[-3000:]
     line = [s for s in proc.stdout.splitlines() if s.startswith("RESULT ")][-1]
