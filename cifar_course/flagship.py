@@ -61,7 +61,7 @@ def flagship_recipe(profile=None, **overrides) -> dict:
         "alternating_flip": True,  # each image's flip alternates between epochs (airbench)
         "activation": "gelu",
         # Progressive resizing: the first `low_resolution_epochs` epochs see the images scaled down to
-        # `low_resolution` pixels (None: never), which costs about (size / 32)^2 of a full epoch.
+        # `low_resolution` pixels (None: never): (size / 32)^2 of the arithmetic of a full epoch.
         "low_resolution": None,
         "low_resolution_epochs": 0,
         "mixed_precision": prof.choose(smoke=None, quick="mixed_bfloat16", full="mixed_float16"),
