@@ -39,7 +39,8 @@ def main():
     parser.add_argument("--lookahead", type=int, choices=(0, 1))
     parser.add_argument("--alternating-flip", type=int, choices=(0, 1))
     parser.add_argument("--tta-level", type=int, choices=(0, 1, 2))
-    parser.add_argument("--low-resolution", type=int, help="progressive resizing: image size of the first epochs")
+    parser.add_argument("--low-resolution", type=int,
+                        help="progressive resizing: the image size of the first epochs")
     parser.add_argument("--low-resolution-epochs", type=int, help="how many epochs at --low-resolution")
     parser.add_argument("--sgd", action="store_true", help="cc.FLAGSHIP_SGD: airbench94's SGD and Lookahead")
     parser.add_argument("--muon-lr", type=float, help="Muon's step size at the start (recipe: 0.24)")
