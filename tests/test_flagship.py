@@ -91,6 +91,9 @@ def test_progressive_resizing_shrinks_the_first_epochs_only():
         cc.flagship.resolution_per_epoch({**recipe, "low_resolution_epochs": 5}, 32)
     with pytest.raises(ValueError, match="one image size of at least 8 pixels per epoch"):
         cc.make_alternating_flip_dataset(x, np.arange(20), epochs=3, batch_size=10, sizes=[16, 32])
+    with pytest.raises(ValueError, match="needs alternating_flip=True"):
+        cc.train_flagship(cc.make_synthetic(64, 32, seed=0), {**recipe, "alternating_flip": False},
+                          progress_every=None)
 
 
 def test_alternating_flip_dataset_refuses_mismatched_labels():
