@@ -108,13 +108,17 @@ def test_a_new_reference_record_or_package_change_empties_the_cache(tmp_path):
     (tmp_path / "cifar_course").mkdir()
     (tmp_path / "cifar_course" / "train.py").write_text("EPOCHS = 8\n")
     cache = tmp_path / "_build" / ".jupyter_cache" / "smoke-synthetic"
+    doctrees = tmp_path / "_build" / ".doctrees"
 
     def executed_output_kept(change=None):
         if change:
             change()
         book_config.write_config(tmp_path, "smoke", "auto")
         kept = (cache / "executed").exists()
+        assert (doctrees / "index.doctree").exists() == kept  # Sphinx's pages go with the cache
         (cache / "executed").mkdir(exist_ok=True)  # what a build leaves behind
+        doctrees.mkdir(parents=True, exist_ok=True)
+        (doctrees / "index.doctree").write_text("")
         return kept
 
     assert not executed_output_kept()  # first build

@@ -9,8 +9,8 @@ configuration, so Sphinx re-reads every page instead of keeping the other profil
 The cache's keys also miss what the chapters read from outside their cells: the package's code
 (`cifar_course/`) and the committed reference records and figures (`book/reference_results/`, glued
 into the prose). The cache folder holds a fingerprint of those files, and a changed fingerprint empties
-it, so a build after a new reference sweep or a package change re-executes every chapter instead of
-showing the old numbers.
+it and Sphinx's saved doctrees, so a build after a new reference sweep or a package change re-executes
+and re-reads every chapter instead of showing the old numbers.
 
     python tools/book_config.py BOOK_DIR     (profile and data from the environment, as the chapters see them)
 """
@@ -64,6 +64,9 @@ def write_config(book: Path, profile: str, data: str) -> Path:
     key = cache_key(profile, data)
     cache = (book / "_build" / ".jupyter_cache" / key).resolve()
     if refresh_cache(cache, inputs_fingerprint(book)):
+        # Sphinx re-reads only the pages whose source changed; its saved doctrees would keep the
+        # other pages' old outputs, so they go too.
+        shutil.rmtree(book / "_build" / ".doctrees", ignore_errors=True)
         print(f"book_config: the package or reference records changed since {key}'s last build: "
               "every chapter re-executes", file=sys.stderr)
     config.setdefault("execute", {})["cache"] = str(cache)
